@@ -1,0 +1,142 @@
+/**
+ * Typed errors. Every failure guestmem reports is a {@link GuestmemError} with a
+ * stable string `code`; match on `code`, not on the message.
+ *
+ * An operation that throws one of these has changed nothing, unless the error
+ * says otherwise (see {@link ListenerVetoError}, whose operation was undone).
+ */
+
+/** Base class of every error guestmem throws. */
+export class GuestmemError extends Error {
+  /** Stable identifier of the failure kind, e.g. `ERR_INVALID_RANGE`. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** An argument has the wrong type or an impossible value (not a range problem). */
+export class InvalidArgumentError extends GuestmemError {
+  declare readonly code: 'ERR_INVALID_ARGUMENT';
+  constructor(message: string) {
+    super('ERR_INVALID_ARGUMENT', message);
+  }
+}
+
+/** Why a byte range was rejected. */
+export type InvalidRangeReason =
+  | 'unaligned-offset'
+  | 'unaligned-size'
+  | 'zero-size'
+  | 'wrap-around'
+  | 'out-of-bounds';
+
+/**
+ * A byte range failed validation: misaligned, empty, wrapping, or outside the
+ * object it addresses. Nothing was changed and nothing was notified.
+ */
+export class InvalidRangeError extends GuestmemError {
+  declare readonly code: 'ERR_INVALID_RANGE';
+  /** Offset as given (hex). */
+  readonly offset: string;
+  /** Size as given (hex). */
+  readonly size: string;
+  readonly reason: InvalidRangeReason;
+
+  constructor(what: string, offset: number | bigint, size: number | bigint, reason: InvalidRangeReason, detail: string) {
+    const o = `0x${offset.toString(16)}`;
+    const s = `0x${size.toString(16)}`;
+    super('ERR_INVALID_RANGE', `${what}: invalid range: offset ${o} size ${s}: ${detail}`);
+    this.offset = o;
+    this.size = s;
+    this.reason = reason;
+  }
+}
+
+/**
+ * A listener threw on a discard notification. Discards cannot be refused: the
+ * operation went on, and this records what the listener failed to drop.
+ */
+export interface DiscardFailure {
+  /** The listener's name. */
+  readonly listener: string;
+  /** The discarded range, as offsets within the region. */
+  readonly offset: number;
+  readonly size: number;
+  /** What it threw. */
+  readonly error: unknown;
+}
+
+/**
+ * A listener refused a populate notification. The operation that caused it was
+ * rolled back completely: page states are as before, and every listener that
+ * had already been told about the change was told to discard exactly that.
+ * The listener's own error is the `cause`.
+ */
+export class ListenerVetoError extends GuestmemError {
+  declare readonly code: 'ERR_LISTENER_VETO';
+  /** Name of the listener that refused. */
+  readonly listener: string;
+  /** The section (region offset, hex) the listener refused. */
+  readonly offset: string;
+  readonly size: string;
+  /** Rollback discards that threw in turn (normally none). */
+  readonly discardFailures: readonly DiscardFailure[];
+
+  constructor(listener: string, operation: string, offset: number, size: number, cause: unknown, discardFailures: readonly DiscardFailure[] = []) {
+    const o = `0x${offset.toString(16)}`;
+    const s = `0x${size.toString(16)}`;
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(
+      'ERR_LISTENER_VETO',
+      `listener '${listener}' vetoed populate of offset ${o} size ${s} during ${operation}; rolled back: ${why}`,
+      { cause },
+    );
+    this.listener = listener;
+    this.offset = o;
+    this.size = s;
+    this.discardFailures = discardFailures;
+  }
+}
+
+/**
+ * A mutating call was made while the discard manager was notifying listeners
+ * or replaying (from inside a callback). Such calls are refused so that no
+ * listener ever sees a change interleaved with another; nothing was changed.
+ */
+export class ReentrancyError extends GuestmemError {
+  declare readonly code: 'ERR_REENTRANT_CALL';
+  constructor(operation: string) {
+    super(
+      'ERR_REENTRANT_CALL',
+      `${operation} refused: called from inside a RamDiscardManager callback`
+        + ' (hint: defer the call until the notification or replay has returned)',
+    );
+  }
+}
+
+/** A listener or source was registered twice, or unregistered without being registered. */
+export class RegistrationError extends GuestmemError {
+  declare readonly code: 'ERR_REGISTRATION';
+  constructor(message: string) {
+    super('ERR_REGISTRATION', message);
+  }
+}
+
+/** A trace line that names a known event but does not match its format. */
+export class TraceParseError extends GuestmemError {
+  declare readonly code: 'ERR_TRACE_PARSE';
+  /** 1-based line number, or 0 when parsing a single line. */
+  readonly line: number;
+  readonly text: string;
+
+  constructor(line: number, text: string, detail: string) {
+    const shown = text.length > 120 ? `${text.slice(0, 117)}...` : text;
+    super('ERR_TRACE_PARSE', `${line > 0 ? `line ${line}: ` : ''}${detail}: ${JSON.stringify(shown)}`);
+    this.line = line;
+    this.text = text;
+  }
+}

@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { propertyParameters } from '../../test/support/property.js';
+import { CHUNK_PAGES, PageStateMap } from './page-state-map.js';
+
+/** Page-by-page comparison, plus the representation invariants visible from outside. */
+function assertMatches(map: PageStateMap, model: Uint8Array): void {
+  const n = model.length;
+  let mixed = 0;
+  for (let c = 0; c * CHUNK_PAGES < n; c++) {
+    const chunk = model.subarray(c * CHUNK_PAGES, Math.min(n, (c + 1) * CHUNK_PAGES));
+    if (chunk.includes(0) && chunk.includes(1)) mixed++;
+  }
+  assert.equal(map.stats.leaves, mixed, 'one leaf per mixed chunk, none for uniform ones');
+  let nextS = n;
+  let nextP = n;
+  for (let p = n - 1; p >= 0; p--) {
+    if (model[p] === 1) nextS = p;
+    else nextP = p;
+    assert.equal(map.isShared(p), model[p] === 1, `page ${p}`);
+    assert.equal(map.nextShared(p, n), nextS, `nextShared(${p})`);
+    assert.equal(map.nextPrivate(p, n), nextP, `nextPrivate(${p})`);
+  }
+}
+
+const opArb = (pages: number) =>
+  fc.tuple(
+    // Ranges biased towards chunk boundaries, where the representation changes.
+    fc.oneof(fc.nat({ max: pages - 1 }), fc.nat({ max: Math.floor((pages - 1) / CHUNK_PAGES) }).map((c) => c * CHUNK_PAGES)),
+    fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 3 }).map((k) => k * CHUNK_PAGES), fc.integer({ min: 1, max: pages })),
+    fc.boolean(),
+  );
+
+describe('PageStateMap', () => {
+  it('starts all private (or all shared) with no leaves', () => {
+    const map = new PageStateMap(1000);
+    assert.equal(map.nextShared(0, 1000), 1000);
+    assert.equal(map.nextPrivate(0, 1000), 0);
+    assert.equal(map.stats.leaves, 0);
+    const shared = new PageStateMap(1000, { initial: 'shared' });
+    assert.equal(shared.nextPrivate(0, 1000), 1000);
+    assert.equal(shared.countShared(0, 1000), 1000);
+  });
+
+  it('needs no leaf for chunk-aligned changes, one for a single page', () => {
+    const map = new PageStateMap(64 * CHUNK_PAGES);
+    map.setRange(2 * CHUNK_PAGES, 10 * CHUNK_PAGES, true);
+    assert.equal(map.stats.leaves, 0);
+    assert.equal(map.countShared(0, map.pages), 8 * CHUNK_PAGES);
+    map.setRange(20 * CHUNK_PAGES + 7, 20 * CHUNK_PAGES + 8, true);
+    assert.equal(map.stats.leaves, 1);
+    map.setRange(20 * CHUNK_PAGES + 7, 20 * CHUNK_PAGES + 8, false);
+    assert.equal(map.stats.leaves, 0, 'a leaf that becomes uniform is freed');
+  });
+
+  it('a 1 TiB block of 4 KiB pages costs about 130 KiB all private', () => {
+    const map = new PageStateMap(2 ** 28);
+    assert.ok(map.byteSize < 140 * 1024, `${map.byteSize} bytes`);
+    map.setRange(2 ** 27, 2 ** 27 + 2 ** 18, true); // 1 GiB shared
+    assert.ok(map.byteSize < 140 * 1024, `${map.byteSize} bytes`);
+    assert.equal(map.nextShared(0, map.pages), 2 ** 27);
+    assert.equal(map.nextPrivate(2 ** 27, map.pages), 2 ** 27 + 2 ** 18);
+  });
+
+  it('handles a short last chunk', () => {
+    const pages = 3 * CHUNK_PAGES + 5;
+    const map = new PageStateMap(pages);
+    map.setRange(3 * CHUNK_PAGES, pages, true);
+    assert.equal(map.stats.leaves, 0, 'the whole short chunk is uniform');
+    map.setRange(3 * CHUNK_PAGES + 4, pages, false);
+    assert.equal(map.stats.leaves, 1);
+    assert.equal(map.nextShared(3 * CHUNK_PAGES + 4, pages), pages);
+    map.setRange(0, pages, true);
+    assert.equal(map.stats.leaves, 0);
+    assert.equal(map.nextPrivate(0, pages), pages);
+  });
+
+  it('matches a page-by-page model under random range changes', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 6 * CHUNK_PAGES + 100 }).chain((pages) =>
+          fc.tuple(fc.constant(pages), fc.boolean(), fc.array(opArb(pages), { maxLength: 25 }))),
+        ([pages, startShared, ops]) => {
+          const map = new PageStateMap(pages, { initial: startShared ? 'shared' : 'private', slabLeaves: 2 });
+          const model = new Uint8Array(pages).fill(startShared ? 1 : 0);
+          for (const [first, len, shared] of ops) {
+            const end = Math.min(pages, first + len);
+            map.setRange(first, end, shared);
+            model.fill(shared ? 1 : 0, first, end);
+          }
+          assertMatches(map, model);
+          assert.equal(map.countShared(0, pages), model.reduce((a, b) => a + b, 0));
+        },
+      ),
+      propertyParameters(600),
+    );
+  });
+
+  it('reuses and compacts leaf slabs without losing a leaf', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat({ max: 63 }), fc.nat({ max: CHUNK_PAGES - 1 }), fc.boolean()), { maxLength: 300 }), (ops) => {
+        const pages = 64 * CHUNK_PAGES;
+        const map = new PageStateMap(pages, { slabLeaves: 4 });
+        const model = new Uint8Array(pages);
+        for (const [c, bit, shared] of ops) {
+          const p = c * CHUNK_PAGES + bit;
+          map.setRange(p, p + 1, shared);
+          model[p] = shared ? 1 : 0;
+        }
+        assertMatches(map, model);
+        const { leaves, slabs } = map.stats;
+        // Slabs in use stay within 4x of what the leaves need (compaction bound).
+        assert.ok(slabs <= 1 || (slabs - 1) * 4 < 4 * leaves, `slabs ${slabs} for ${leaves} leaves`);
+        // Clear everything: the slabs compact down to one.
+        map.setRange(0, pages, false);
+        assert.equal(map.stats.leaves, 0);
+        assert.ok(map.stats.slabs <= 1);
+      }),
+      propertyParameters(300),
+    );
+  });
+});
