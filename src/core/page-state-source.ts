@@ -1,0 +1,181 @@
+/**
+ * A {@link RamDiscardSource} that keeps one populated/discarded state per
+ * granule in a {@link PageStateMap} and changes it transactionally. The base
+ * of {@link RamBlockAttributes} (guest_memfd shared/private state) and
+ * {@link PlugState} (a virtio-mem-like plug state).
+ */
+import type { DiscardFailure } from './errors.js';
+import { InvalidArgumentError } from './errors.js';
+import { PageStateMap, type PageStateMapStats } from './page-state-map.js';
+import type { RamDiscardManager, RamDiscardSource } from './ram-discard-manager.js';
+import { checkRange, type ByteRange } from './range.js';
+import { checkPowerOfTwo, hex, type ByteCount } from './units.js';
+
+/** A range's state in one source, as QEMU's trace prints it. */
+export type RangeState = 'discarded' | 'populated' | 'mixture';
+
+/** What a state change did. */
+export interface StateChangeResult {
+  /** The range's state before the change, in this source. */
+  readonly from: RangeState;
+  /**
+   * The maximal runs that changed state, ascending, as region offsets. Empty
+   * when the range was already in the target state.
+   */
+  readonly changed: readonly ByteRange[];
+  /** Sum of the sizes of `changed`. */
+  readonly changedBytes: number;
+  /** Listeners that threw on a discard notification (reported, not fatal). */
+  readonly discardFailures: readonly DiscardFailure[];
+}
+
+const NO_FAILURES: readonly DiscardFailure[] = Object.freeze([]);
+
+export abstract class PageStateSource implements RamDiscardSource {
+  readonly name: string;
+  readonly granularity: number;
+  /** The manager of the region this source describes. */
+  readonly manager: RamDiscardManager;
+  protected readonly map: PageStateMap;
+  private populated: number;
+
+  /**
+   * Creates the state (every granule populated or every one discarded) and
+   * adds the source to `manager`, which tells its listeners what that
+   * discards (discard failures are traced and counted by the manager).
+   */
+  protected constructor(manager: RamDiscardManager, name: string, granularity: ByteCount, populated: boolean) {
+    manager.assertIdle(`creating source '${name}'`);
+    this.manager = manager;
+    this.name = name;
+    this.granularity = checkPowerOfTwo(granularity, `source '${name}': granularity`);
+    const size = manager.region.size;
+    if (size % this.granularity !== 0) {
+      throw new InvalidArgumentError(
+        `source '${name}': region size ${hex(size)} is not a multiple of the granularity ${hex(this.granularity)}`,
+      );
+    }
+    this.map = new PageStateMap(size / this.granularity, { initial: populated ? 'shared' : 'private' });
+    this.populated = populated ? size : 0;
+    manager.addSource(this);
+  }
+
+  /** Size of the region, in bytes. */
+  get size(): number {
+    return this.manager.region.size;
+  }
+
+  /** Bytes populated in this source. */
+  get populatedBytes(): number {
+    return this.populated;
+  }
+
+  /** The representation's counters (leaves, bytes held). */
+  get stats(): PageStateMapStats {
+    return this.map.stats;
+  }
+
+  nextPopulated(from: number, end: number): number {
+    const g = this.granularity;
+    const p = this.map.nextShared(Math.floor(from / g), Math.ceil(end / g)) * g;
+    return p < from ? from : p < end ? p : end;
+  }
+
+  nextDiscarded(from: number, end: number): number {
+    const g = this.granularity;
+    const p = this.map.nextPrivate(Math.floor(from / g), Math.ceil(end / g)) * g;
+    return p < from ? from : p < end ? p : end;
+  }
+
+  /**
+   * Removes this source from its manager; listeners are told to populate what
+   * that populates. May be vetoed (the source then stays).
+   */
+  detach(): void {
+    this.manager.removeSource(this);
+  }
+
+  /** State of a validated range in this source. */
+  protected rangeState(offset: ByteCount, size: ByteCount, what: string): RangeState {
+    const r = checkRange(this.describe(what), offset, size, this.granularity, this.size);
+    const first = r.offset / this.granularity;
+    const end = first + r.size / this.granularity;
+    if (this.map.nextShared(first, end) >= end) return 'discarded';
+    if (this.map.nextPrivate(first, end) >= end) return 'populated';
+    return 'mixture';
+  }
+
+  /**
+   * Optional hook called once per valid request, after validation and before
+   * any change (also when nothing will change); the place for a trace event.
+   */
+  protected onRequest?(offset: number, size: number, from: RangeState, populate: boolean): void;
+
+  /** Names this source in error messages for `operation`. */
+  protected describe(operation: string): string {
+    return `${this.name}: ${operation}`;
+  }
+
+  /**
+   * Changes [offset, offset + size) to populated or discarded:
+   *
+   * 1. validate (alignment, size, wrap-around, bounds) — else throw, nothing changed;
+   * 2. find the maximal runs in the opposite state, and call {@link onRequest};
+   * 3. nothing to change: return;
+   * 4. change the map;
+   * 5. notify the manager: one notification per run per listener. A populate
+   *    veto restores the runs and rethrows the {@link ListenerVetoError}.
+   *    A detached source (see {@link detach}) notifies nobody: its state only
+   *    matters again when it is added back, which notifies the difference.
+   */
+  protected change(offset: ByteCount, size: ByteCount, populate: boolean, operation: string): StateChangeResult {
+    this.manager.assertIdle(this.describe(operation));
+    const r = checkRange(this.describe(operation), offset, size, this.granularity, this.size);
+    const g = this.granularity;
+    const first = r.offset / g;
+    const end = first + r.size / g;
+    const map = this.map;
+
+    let changed: ByteRange[];
+    let from: RangeState;
+    if (end - first === 1) {
+      // One granule: the common 4 KiB conversion.
+      const wasPopulated = map.isShared(first);
+      from = wasPopulated ? 'populated' : 'discarded';
+      changed = wasPopulated === populate ? [] : [r];
+    } else {
+      // Maximal runs in the opposite state: from one that is not `populate`
+      // to the next that is.
+      changed = [];
+      for (let p = map.nextInState(first, end, !populate); p < end;) {
+        const q = map.nextInState(p, end, populate);
+        changed.push({ offset: p * g, size: (q - p) * g });
+        p = map.nextInState(q, end, !populate);
+      }
+      const whole = changed.length === 1 && changed[0]?.size === r.size;
+      if (changed.length === 0) from = populate ? 'populated' : 'discarded';
+      else if (whole) from = populate ? 'discarded' : 'populated';
+      else from = 'mixture';
+    }
+    this.onRequest?.(r.offset, r.size, from, populate);
+    if (changed.length === 0) return { from, changed, changedBytes: 0, discardFailures: NO_FAILURES };
+
+    let bytes = 0;
+    for (const run of changed) bytes += run.size;
+    map.setRange(first, end, populate);
+    this.populated += populate ? bytes : -bytes;
+    if (!this.manager.hasSource(this)) return { from, changed, changedBytes: bytes, discardFailures: NO_FAILURES };
+    if (!populate) {
+      const discardFailures = this.manager.notifyDiscard(this, changed);
+      return { from, changed, changedBytes: bytes, discardFailures };
+    }
+    try {
+      this.manager.notifyPopulate(this, changed);
+    } catch (error) {
+      for (const run of changed) map.setRange(run.offset / g, (run.offset + run.size) / g, false);
+      this.populated -= bytes;
+      throw error;
+    }
+    return { from, changed, changedBytes: bytes, discardFailures: NO_FAILURES };
+  }
+}

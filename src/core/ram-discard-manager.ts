@@ -1,0 +1,499 @@
+/**
+ * The RamDiscardManager protocol: one manager per memory region, fed by one or
+ * more sources of page state, telling registered listeners which parts of the
+ * region are populated (usable, e.g. DMA-mappable) and which are discarded.
+ *
+ * Vocabulary. guestmem speaks of shared and private pages; this protocol, like
+ * QEMU's, says populated and discarded. For guest_memfd-backed RAM,
+ * populated = shared and discarded = private ({@link RamBlockAttributes}).
+ *
+ * Several sources combine as in QEMU 11.1: a byte is populated when every
+ * source says populated, discarded when any source says discarded, and
+ * everything is populated while there are no sources. So a virtio-mem-like
+ * plug state and the guest_memfd state can share one region.
+ *
+ * Beyond QEMU:
+ * - Transactions. A populate that any listener refuses is undone: every
+ *   listener already told is told to discard exactly what it was told, in
+ *   reverse order; the source restores its page states; the caller gets a
+ *   {@link ListenerVetoError} naming the listener. QEMU keeps its bitmap
+ *   changed (10.1) or stops the VM.
+ * - Discards cannot be refused. A listener that throws on one is reported
+ *   ({@link DiscardFailure}, trace `ram_discard_manager_discard_failed`) and
+ *   every other listener is still notified; state stays consistent.
+ * - A registration whose replay is refused is rolled back the same way and
+ *   leaves nothing registered (QEMU 11.1 only logs and keeps it half-populated).
+ * - Re-entrancy is refused: while the manager calls out (a notification or a
+ *   replay callback), any call that would change state or listeners throws
+ *   {@link ReentrancyError} and changes nothing. Queries (isPopulated, replay)
+ *   are allowed from callbacks.
+ */
+import { InvalidArgumentError, ListenerVetoError, RegistrationError, ReentrancyError, type DiscardFailure } from './errors.js';
+import { toDisposable, type Disposable } from './event.js';
+import type { ByteRange } from './range.js';
+import { sectionEnd, subSection, type MemoryRegion, type MemoryRegionSection } from './section.js';
+import {
+  traceRamDiscardManagerDiscardFailed,
+  traceRamDiscardManagerRegister,
+  traceRamDiscardManagerUnregister,
+  traceRamDiscardManagerVeto,
+} from './trace-events.js';
+import { hex, isPowerOfTwo } from './units.js';
+
+/**
+ * Something that must follow which parts of a region are populated, such as
+ * the DMA mappings of an assigned device (QEMU's RamDiscardListener).
+ *
+ * Contract:
+ * - Every section it receives lies inside the section it registered with, and
+ *   its address-space offset is correct for that part.
+ * - Within one operation it receives maximal runs: never two adjacent or
+ *   overlapping sections. Sections start and end on the manager's minimum
+ *   granularity, except where clipped to the registered section.
+ * - It must cope with discards at a different granularity than the populates
+ *   (a 2 MiB populate may be discarded 4 KiB at a time, and the reverse).
+ * - On unregistration, and on rollback, it may receive a discard for ranges it
+ *   never saw populated (QEMU 11.1's rule too).
+ */
+export interface RamDiscardListener {
+  /** Names the listener in errors and traces. */
+  readonly name: string;
+  /**
+   * The section is about to become populated. Throw to refuse (veto): the
+   * whole operation is then rolled back. A listener that refuses must leave
+   * itself as it was before this call; it is not sent a discard for the
+   * section it refused.
+   */
+  notifyPopulate(section: MemoryRegionSection): void;
+  /**
+   * The section has been discarded: drop every reference to it (unmap it).
+   * Must not throw; if it does, the failure is reported and ignored.
+   */
+  notifyDiscard(section: MemoryRegionSection): void;
+}
+
+/**
+ * One source of populated/discarded state for a region (QEMU 11.1's
+ * RamDiscardSource). Offsets are bytes within the region.
+ */
+export interface RamDiscardSource {
+  readonly name: string;
+  /** The source's own granularity: a power of two dividing the region size. */
+  readonly granularity: number;
+  /** First populated byte in [from, end), or `end`. */
+  nextPopulated(from: number, end: number): number;
+  /** First discarded byte in [from, end), or `end`. */
+  nextDiscarded(from: number, end: number): number;
+}
+
+interface Registration {
+  readonly listener: RamDiscardListener;
+  readonly section: MemoryRegionSection;
+}
+
+interface Told {
+  readonly listener: RamDiscardListener;
+  readonly section: MemoryRegionSection;
+}
+
+type RunCallback = (start: number, end: number) => void;
+
+export class RamDiscardManager {
+  readonly region: MemoryRegion;
+  /** Most recently added first. */
+  private sourceList: RamDiscardSource[] = [];
+  /** Most recently registered first: the notification order. */
+  private registrations: Registration[] = [];
+  /** > 0 while calling out to a listener or replay callback. */
+  private depth = 0;
+  private discardFailureTotal = 0;
+
+  constructor(region: MemoryRegion) {
+    this.region = region;
+  }
+
+  /**
+   * Smallest granularity of any source, in bytes; 0 while there are no
+   * sources (as in QEMU). Notifications are aligned to it.
+   */
+  get minGranularity(): number {
+    let g = 0;
+    for (const s of this.sourceList) if (g === 0 || s.granularity < g) g = s.granularity;
+    return g;
+  }
+
+  /** The sources, most recently added first. */
+  get sources(): readonly RamDiscardSource[] {
+    return this.sourceList.slice();
+  }
+
+  /** True when `source` is one of this manager's sources. */
+  hasSource(source: RamDiscardSource): boolean {
+    return this.sourceList.includes(source);
+  }
+
+  /** The registered listeners with their sections, in notification order. */
+  get listeners(): readonly { readonly listener: RamDiscardListener; readonly section: MemoryRegionSection }[] {
+    return this.registrations.slice();
+  }
+
+  /** True while the manager is calling out (from inside a callback). */
+  get busy(): boolean {
+    return this.depth > 0;
+  }
+
+  /** Discard notifications that threw, since creation. */
+  get discardFailureCount(): number {
+    return this.discardFailureTotal;
+  }
+
+  /** @throws ReentrancyError when called from inside a callback. */
+  assertIdle(operation: string): void {
+    if (this.depth > 0) throw new ReentrancyError(operation);
+  }
+
+  // --- queries --------------------------------------------------------------
+
+  /** True when every byte of the section is populated in every source. */
+  isPopulated(section: MemoryRegionSection): boolean {
+    this.checkSection(section);
+    const start = section.offsetWithinRegion;
+    const end = sectionEnd(section);
+    for (const s of this.sourceList) if (s.nextDiscarded(start, end) < end) return false;
+    return true;
+  }
+
+  /**
+   * Calls `fn` once per maximal populated run of the section, in ascending
+   * order, each clipped to the section. Stops at the first call that throws
+   * and returns what it threw; returns `undefined` when all calls returned.
+   */
+  replayPopulated(section: MemoryRegionSection, fn: (section: MemoryRegionSection) => void): unknown {
+    return this.replay(section, true, fn);
+  }
+
+  /** Like {@link replayPopulated}, for the maximal discarded runs. */
+  replayDiscarded(section: MemoryRegionSection, fn: (section: MemoryRegionSection) => void): unknown {
+    return this.replay(section, false, fn);
+  }
+
+  // --- listeners --------------------------------------------------------------
+
+  /**
+   * Registers a listener for a section of this region and at once replays the
+   * populated parts of the section to it. It is notified before every
+   * listener registered earlier.
+   *
+   * If the listener refuses part of the replay, what it accepted is discarded
+   * again and it is not registered: the call throws {@link ListenerVetoError}.
+   *
+   * @returns a disposable that unregisters the listener (if still registered).
+   * @throws RegistrationError if the listener is already registered here;
+   *         InvalidArgumentError / InvalidRangeError for a bad section;
+   *         ReentrancyError from inside a callback.
+   */
+  registerListener(listener: RamDiscardListener, section: MemoryRegionSection): Disposable {
+    this.assertIdle('registerListener');
+    this.checkSection(section);
+    checkListener(listener);
+    if (this.registrations.some((r) => r.listener === listener)) {
+      throw new RegistrationError(`listener '${listener.name}' is already registered with region '${this.region.name}'`);
+    }
+    traceRamDiscardManagerRegister.emit(listener.name, section.offsetWithinRegion, section.size);
+    const told: Told[] = [];
+    this.depth++;
+    try {
+      this.forEachPopulated(section.offsetWithinRegion, sectionEnd(section), this.sourceList, (s, e) => {
+        this.populate(listener, subSection(section, s, e), told, 'listener registration');
+      });
+    } finally {
+      this.depth--;
+    }
+    const registration = { listener, section };
+    this.registrations.unshift(registration);
+    return toDisposable(() => {
+      if (this.registrations.includes(registration)) this.unregisterListener(listener);
+    });
+  }
+
+  /**
+   * Unregisters a listener: it receives one discard for its whole section,
+   * then is removed (even if that discard throws).
+   *
+   * @returns the discard failure, if the listener threw.
+   * @throws RegistrationError if it is not registered; ReentrancyError from a callback.
+   */
+  unregisterListener(listener: RamDiscardListener): readonly DiscardFailure[] {
+    this.assertIdle('unregisterListener');
+    const registration = this.registrations.find((r) => r.listener === listener);
+    if (!registration) {
+      throw new RegistrationError(`listener '${listener.name}' is not registered with region '${this.region.name}'`);
+    }
+    traceRamDiscardManagerUnregister.emit(listener.name, registration.section.offsetWithinRegion, registration.section.size);
+    const failures: DiscardFailure[] = [];
+    this.depth++;
+    try {
+      this.discard(listener, registration.section, failures);
+    } finally {
+      this.depth--;
+      this.registrations = this.registrations.filter((r) => r !== registration);
+    }
+    return failures;
+  }
+
+  // --- sources ----------------------------------------------------------------
+
+  /**
+   * Adds a source. Listeners are told to discard exactly what stops being
+   * populated: the source's discarded parts that were populated before.
+   *
+   * @returns discard notifications that threw (they are reported, not fatal).
+   * @throws RegistrationError if already added; InvalidArgumentError if its
+   *         granularity is not a power of two dividing the region size.
+   */
+  addSource(source: RamDiscardSource): readonly DiscardFailure[] {
+    this.assertIdle('addSource');
+    if (this.sourceList.includes(source)) {
+      throw new RegistrationError(`source '${source.name}' is already added to region '${this.region.name}'`);
+    }
+    if (!isPowerOfTwo(source.granularity) || this.region.size % source.granularity !== 0) {
+      throw new InvalidArgumentError(
+        `source '${source.name}': granularity ${hex(source.granularity)} must be a power of two dividing the region size ${hex(this.region.size)}`,
+      );
+    }
+    const failures: DiscardFailure[] = [];
+    const existing = this.sourceList;
+    this.depth++;
+    try {
+      for (const { listener, section } of this.registrations) {
+        forEachRun(source, sectionOffsets(section), false, (ds, de) => {
+          this.forEachPopulated(ds, de, existing, (s, e) => {
+            this.discard(listener, subSection(section, s, e), failures);
+          });
+        });
+      }
+    } finally {
+      this.depth--;
+    }
+    this.sourceList = [source, ...existing];
+    return failures;
+  }
+
+  /**
+   * Removes a source. Listeners are told to populate exactly what becomes
+   * populated: the source's discarded parts that the remaining sources
+   * populate. A veto rolls that back and keeps the source.
+   *
+   * @throws RegistrationError if absent; ListenerVetoError after rollback.
+   */
+  removeSource(source: RamDiscardSource): void {
+    this.assertIdle('removeSource');
+    if (!this.sourceList.includes(source)) {
+      throw new RegistrationError(`source '${source.name}' is not added to region '${this.region.name}'`);
+    }
+    const remaining = this.sourceList.filter((s) => s !== source);
+    const told: Told[] = [];
+    this.depth++;
+    try {
+      for (const { listener, section } of this.registrations) {
+        forEachRun(source, sectionOffsets(section), false, (ds, de) => {
+          this.forEachPopulated(ds, de, remaining, (s, e) => {
+            this.populate(listener, subSection(section, s, e), told, 'source removal');
+          });
+        });
+      }
+    } finally {
+      this.depth--;
+    }
+    this.sourceList = remaining;
+  }
+
+  // --- called by sources ------------------------------------------------------
+
+  /**
+   * For sources: the runs (ascending, disjoint, byte offsets) have just become
+   * populated in `source`. Each listener, most recent first, is told about the
+   * parts that every other source populates, clipped to its section.
+   *
+   * @throws ListenerVetoError after telling every listener already told to
+   *         discard again; the source must then restore its own state.
+   */
+  notifyPopulate(source: RamDiscardSource, runs: readonly ByteRange[]): void {
+    const others = this.othersOf(source);
+    const told: Told[] = [];
+    this.depth++;
+    try {
+      for (const { listener, section } of this.registrations) {
+        this.forEachClipped(section, runs, others, (s, e) => {
+          this.populate(listener, subSection(section, s, e), told, 'state change');
+        });
+      }
+    } finally {
+      this.depth--;
+    }
+  }
+
+  /**
+   * For sources: the runs have just become discarded in `source`. Each
+   * listener is told about the parts that were populated (every other source
+   * populates them). Never throws.
+   *
+   * @returns the discard notifications that threw.
+   */
+  notifyDiscard(source: RamDiscardSource, runs: readonly ByteRange[]): readonly DiscardFailure[] {
+    const others = this.othersOf(source);
+    const failures: DiscardFailure[] = [];
+    this.depth++;
+    try {
+      for (const { listener, section } of this.registrations) {
+        this.forEachClipped(section, runs, others, (s, e) => {
+          this.discard(listener, subSection(section, s, e), failures);
+        });
+      }
+    } finally {
+      this.depth--;
+    }
+    return failures;
+  }
+
+  // --- internals --------------------------------------------------------------
+
+  private othersOf(source: RamDiscardSource): readonly RamDiscardSource[] {
+    if (!this.sourceList.includes(source)) {
+      throw new RegistrationError(`source '${source.name}' is not added to region '${this.region.name}'`);
+    }
+    return this.sourceList.length === 1 ? [] : this.sourceList.filter((s) => s !== source);
+  }
+
+  /** Notifies one populate; on refusal rolls back everything in `told` and throws. */
+  private populate(listener: RamDiscardListener, section: MemoryRegionSection, told: Told[], operation: string): void {
+    try {
+      listener.notifyPopulate(section);
+    } catch (cause) {
+      traceRamDiscardManagerVeto.emit(listener.name, section.offsetWithinRegion, section.size, operation);
+      const failures: DiscardFailure[] = [];
+      for (let i = told.length - 1; i >= 0; i--) {
+        const t = told[i];
+        if (t) this.discard(t.listener, t.section, failures);
+      }
+      throw new ListenerVetoError(listener.name, operation, section.offsetWithinRegion, section.size, cause, failures);
+    }
+    told.push({ listener, section });
+  }
+
+  /** Notifies one discard; a throw is recorded, never propagated. */
+  private discard(listener: RamDiscardListener, section: MemoryRegionSection, failures: DiscardFailure[]): void {
+    try {
+      listener.notifyDiscard(section);
+    } catch (error) {
+      this.discardFailureTotal++;
+      failures.push({ listener: listener.name, offset: section.offsetWithinRegion, size: section.size, error });
+      traceRamDiscardManagerDiscardFailed.emit(listener.name, section.offsetWithinRegion, section.size,
+        error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  /** Runs clipped to a section, then split where the other sources discard. */
+  private forEachClipped(section: MemoryRegionSection, runs: readonly ByteRange[], others: readonly RamDiscardSource[], fn: RunCallback): void {
+    const lo = section.offsetWithinRegion;
+    const hi = lo + section.size;
+    for (const run of runs) {
+      const s = Math.max(lo, run.offset);
+      const e = Math.min(hi, run.offset + run.size);
+      if (s < e) this.forEachPopulated(s, e, others, fn);
+      else if (run.offset >= hi) break;
+    }
+  }
+
+  /**
+   * Calls `fn` for each maximal run of [start, end) populated in every one of
+   * `sources` (the whole range when there are none).
+   */
+  private forEachPopulated(start: number, end: number, sources: readonly RamDiscardSource[], fn: RunCallback): void {
+    if (sources.length === 0) {
+      if (start < end) fn(start, end);
+      return;
+    }
+    let p = start;
+    while (p < end) {
+      // Advance p until every source populates it.
+      let moved = true;
+      while (moved && p < end) {
+        moved = false;
+        for (const s of sources) {
+          const q = s.nextPopulated(p, end);
+          if (q > p) {
+            p = q;
+            moved = true;
+          }
+        }
+      }
+      if (p >= end) return;
+      let e = end;
+      for (const s of sources) e = s.nextDiscarded(p, e);
+      fn(p, e);
+      p = e;
+    }
+  }
+
+  private replay(section: MemoryRegionSection, populated: boolean, fn: (section: MemoryRegionSection) => void): unknown {
+    this.checkSection(section);
+    const start = section.offsetWithinRegion;
+    const end = sectionEnd(section);
+    const stop = { error: undefined as unknown, stopped: false };
+    this.depth++;
+    try {
+      const call = (s: number, e: number): void => {
+        if (stop.stopped) return;
+        try {
+          fn(subSection(section, s, e));
+        } catch (error) {
+          stop.error = error;
+          stop.stopped = true;
+        }
+      };
+      if (populated) {
+        this.forEachPopulated(start, end, this.sourceList, call);
+      } else {
+        // Discarded runs are the gaps between populated ones.
+        let p = start;
+        this.forEachPopulated(start, end, this.sourceList, (s, e) => {
+          if (s > p) call(p, s);
+          p = e;
+        });
+        if (p < end) call(p, end);
+      }
+    } finally {
+      this.depth--;
+    }
+    return stop.error;
+  }
+
+  private checkSection(section: MemoryRegionSection): void {
+    if (section.region !== this.region) {
+      throw new InvalidArgumentError(
+        `section belongs to region '${section.region.name}', not to '${this.region.name}' whose manager this is`,
+      );
+    }
+  }
+}
+
+function checkListener(listener: RamDiscardListener): void {
+  if (typeof listener.notifyPopulate !== 'function' || typeof listener.notifyDiscard !== 'function' || typeof listener.name !== 'string') {
+    throw new InvalidArgumentError('a RamDiscardListener needs a name, notifyPopulate() and notifyDiscard()');
+  }
+}
+
+function sectionOffsets(section: MemoryRegionSection): { start: number; end: number } {
+  return { start: section.offsetWithinRegion, end: section.offsetWithinRegion + section.size };
+}
+
+/** Calls `fn` for each maximal populated (or discarded) run of one source within a range. */
+function forEachRun(source: RamDiscardSource, range: { start: number; end: number }, populated: boolean, fn: RunCallback): void {
+  const { start, end } = range;
+  for (let p = populated ? source.nextPopulated(start, end) : source.nextDiscarded(start, end); p < end;) {
+    const q = populated ? source.nextDiscarded(p, end) : source.nextPopulated(p, end);
+    fn(p, q);
+    p = populated ? source.nextPopulated(q, end) : source.nextDiscarded(q, end);
+  }
+}
