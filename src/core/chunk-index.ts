@@ -1,5 +1,6 @@
 /**
- * Maps a chunk number to the slot of its leaf, for the chunks that have one.
+ * Maps a chunk number to an int32 value other than -1 (a leaf slot or an
+ * encoded singleton, see page-state-map.ts), for the chunks that have one.
  *
  * Two representations, whichever is smaller for the current number of entries:
  * - hash: open addressing, linear probing, backward-shift deletion; keys and
@@ -54,7 +55,7 @@ export class ChunkIndex {
     return this.direct ? this.direct.byteLength : this.keys.byteLength + this.values.byteLength;
   }
 
-  /** The slot stored for `chunk`, or -1. */
+  /** The value stored for `chunk`, or -1. */
   get(chunk: number): number {
     if (this.direct) return this.direct[chunk]!;
     const keys = this.keys;
@@ -66,7 +67,7 @@ export class ChunkIndex {
     }
   }
 
-  /** Stores `slot` (>= 0) for `chunk`, which must not have an entry yet. */
+  /** Stores `slot` (any int32 but -1) for `chunk`, which must not have an entry yet. */
   insert(chunk: number, slot: number): void {
     this.count++;
     if (this.direct) {
@@ -83,6 +84,19 @@ export class ChunkIndex {
       this.rehash(capacity);
     }
     this.put(chunk, slot);
+  }
+
+  /** Replaces the value of `chunk`, which must have an entry. */
+  update(chunk: number, value: number): void {
+    if (this.direct) {
+      this.direct[chunk] = value;
+      return;
+    }
+    const keys = this.keys;
+    const mask = this.mask;
+    let i = this.home(chunk);
+    while (keys[i] !== chunk) i = (i + 1) & mask;
+    this.values[i] = value;
   }
 
   /** Removes the entry of `chunk`, which must exist. */
@@ -127,7 +141,7 @@ export class ChunkIndex {
     for (let i = 0; i <= this.mask; i++) if (this.keys[i]! !== EMPTY) fn(this.keys[i]!, this.values[i]!);
   }
 
-  /** Replaces every entry's slot by `fn(slot)`, in place. */
+  /** Replaces every entry's value by `fn(value)`, in place. */
   remap(fn: (slot: number) => number): void {
     const values = this.direct ?? this.values;
     const present = this.direct ?? this.keys;

@@ -6,23 +6,30 @@
  * private, shared, or mixed, told by two bitsets with one bit per chunk:
  *
  *   someShared  somePrivate   chunk is
- *       0           1         all private         (no leaf)
- *       1           0         all shared          (no leaf)
- *       1           1         mixed               (leaf: 512 bits, 64 bytes)
+ *       0           1         all private
+ *       1           0         all shared
+ *       1           1         mixed: an entry in the chunk index, either
+ *                             - a singleton: all pages in one state but one
+ *                               page (the entry encodes which), or
+ *                             - a leaf: 512 bits (64 bytes) in a slab.
  *
- * Only mixed chunks own a leaf. Leaves live in slabs of fixed size, found
- * through a {@link ChunkIndex}. Both bitsets carry summary levels
- * ({@link HierarchicalBitset}), so finding the next chunk that holds a shared
- * (or private) page skips uniform stretches 32, 1024, 32768... chunks at a
- * time. What this costs, per TiB of 4 KiB pages (QEMU's flat bitmap: 32 MiB):
+ * A single 4 KiB conversion in a uniform chunk makes a singleton, which costs
+ * only its index entry; a second odd page in the chunk turns it into a leaf.
+ * A leaf is freed when its chunk becomes uniform (it is not turned back into
+ * a singleton). Both bitsets carry summary levels ({@link HierarchicalBitset}),
+ * so finding the next chunk that holds a shared (or private) page skips
+ * uniform stretches 32, 1024, 32768... chunks at a time. Costs per TiB of
+ * 4 KiB pages (QEMU's flat bitmap: 32 MiB):
  *
- *   all private or all shared        130 KiB (the two bitsets)
- *   + n scattered mixed chunks       + about 75 n bytes (leaf + index)
- *   every chunk mixed (worst case)   34.1 MiB (1.07 x the flat bitmap)
+ *   all private or all shared          130 KiB (the two bitsets)
+ *   + n chunks with one odd page       + 11-21 bytes each (index entry)
+ *   + n chunks with more               + about 75 bytes each (leaf + index)
+ *   every chunk mixed (worst case)     34.1 MiB (1.07 x the flat bitmap)
  *
  * Invariants (checked by the property tests against a page-by-page model):
- * - a chunk has a leaf exactly when both of its bits are set;
- * - a leaf is never uniform over the chunk's pages (it would be freed);
+ * - a chunk has an index entry exactly when both of its bits are set;
+ * - a singleton's chunk has exactly one page in the other state;
+ * - a leaf is never uniform over the chunk's pages;
  * - leaf bits past the last page of the block carry no meaning.
  */
 /* eslint-disable @typescript-eslint/no-non-null-assertion --
@@ -38,21 +45,36 @@ const DEFAULT_SLAB_LEAVES = 1024;
 /** Largest page count a map can hold (2 PiB of 4 KiB pages). */
 export const MAX_PAGES = 2 ** 39;
 
+// Index entries: a slot >= 0 is a leaf; a value <= -2 is a singleton, encoding
+// the odd page's bit and the chunk's background state (-1 is "no entry").
+function singleton(bit: number, backgroundShared: boolean): number {
+  return -2 - (bit * 2 + (backgroundShared ? 1 : 0));
+}
+function singletonBit(entry: number): number {
+  return (-2 - entry) >>> 1;
+}
+function singletonBackground(entry: number): boolean {
+  return ((-2 - entry) & 1) === 1;
+}
+
 /** Options for {@link PageStateMap}. */
 export interface PageStateMapOptions {
   /** State of every page at creation. Default: private. */
   readonly initial?: 'private' | 'shared';
   /**
-   * Leaves per slab, a power of two (default 1024, i.e. 64 KiB slabs). Smaller slabs waste
-   * less memory in tiny maps; tests use them to exercise slab reuse.
+   * Leaves per slab, a power of two (default 1024, i.e. 64 KiB slabs).
+   * Smaller slabs waste less memory in tiny maps; tests use them to exercise
+   * slab reuse and compaction.
    */
   readonly slabLeaves?: number;
 }
 
 /** Counters describing the representation. */
 export interface PageStateMapStats {
-  /** Mixed chunks (those with a leaf). */
+  /** Mixed chunks stored as a leaf. */
   readonly leaves: number;
+  /** Mixed chunks stored as a singleton (one odd page, no leaf). */
+  readonly singletons: number;
   readonly slabs: number;
   readonly indexMode: 'hash' | 'direct';
   readonly byteSize: number;
@@ -76,6 +98,7 @@ export class PageStateMap {
   /** Slots handed out so far (free or in use); slots below this exist in slabs. */
   private slotsUsed = 0;
   private leafCount = 0;
+  private singletonCount = 0;
 
   constructor(pages: number, options: PageStateMapOptions = {}) {
     if (!Number.isSafeInteger(pages) || pages < 0 || pages > MAX_PAGES) {
@@ -105,6 +128,7 @@ export class PageStateMap {
   get stats(): PageStateMapStats {
     return {
       leaves: this.leafCount,
+      singletons: this.singletonCount,
       slabs: this.slabs.length,
       indexMode: this.index.mode,
       byteSize: this.byteSize,
@@ -116,9 +140,10 @@ export class PageStateMap {
     const c = (page / CHUNK_PAGES) | 0;
     if (!this.someShared.get(c)) return false;
     if (!this.somePrivate.get(c)) return true;
-    const slot = this.index.get(c);
+    const entry = this.index.get(c);
     const bit = page - c * CHUNK_PAGES;
-    const word = this.slabs[slot >>> this.slabShift]![(slot & this.slabMask) * LEAF_WORDS + (bit >>> 5)]!;
+    if (entry < 0) return (bit === singletonBit(entry)) !== singletonBackground(entry);
+    const word = this.slabs[entry >>> this.slabShift]![(entry & this.slabMask) * LEAF_WORDS + (bit >>> 5)]!;
     return ((word >>> (bit & 31)) & 1) !== 0;
   }
 
@@ -159,9 +184,72 @@ export class PageStateMap {
     return n;
   }
 
+  /**
+   * Sets one page to shared (`true`) or private (`false`) and tells whether
+   * it changed: {@link isShared} and {@link setRange} in one pass, for the
+   * common 4 KiB conversion.
+   */
+  setPage(page: number, shared: boolean): boolean {
+    const c = (page / CHUNK_PAGES) | 0;
+    const sh = this.someShared.get(c);
+    const pr = this.somePrivate.get(c);
+    if (shared ? !pr : !sh) return false; // uniformly in the target state
+    const bit = page - c * CHUNK_PAGES;
+    if (!sh || !pr) {
+      // Uniformly in the other state: one odd page makes a singleton.
+      if (this.chunkPages(c) === 1) {
+        this.markUniform(c, shared);
+      } else {
+        this.index.insert(c, singleton(bit, sh));
+        this.singletonCount++;
+        this.someShared.set(c);
+        this.somePrivate.set(c);
+      }
+      return true;
+    }
+    const entry = this.index.get(c);
+    if (entry < 0) {
+      const odd = singletonBit(entry);
+      const background = singletonBackground(entry);
+      if (shared === background) {
+        if (bit !== odd) return false;
+        // The odd page joins the background: the chunk is uniform again.
+        this.index.delete(c);
+        this.singletonCount--;
+        this.markUniform(c, background);
+        return true;
+      }
+      if (bit === odd) return false;
+      // A second odd page: the chunk needs a leaf (unless, in a two-page last
+      // chunk, it now has no background page left).
+      const slot = this.leafFromSingleton(c, entry);
+      this.setLeafBits(slot, bit, bit + 1, shared);
+      if (this.leafIsUniform(slot, this.chunkPages(c), shared)) {
+        this.dropEntry(c);
+        this.markUniform(c, shared);
+      }
+      return true;
+    }
+    const words = this.slabs[entry >>> this.slabShift]!;
+    const i = (entry & this.slabMask) * LEAF_WORDS + (bit >>> 5);
+    const mask = 1 << (bit & 31);
+    const word = words[i]!;
+    if (((word & mask) !== 0) === shared) return false;
+    words[i] = word ^ mask;
+    if (this.leafIsUniform(entry, this.chunkPages(c), shared)) {
+      this.dropEntry(c);
+      this.markUniform(c, shared);
+    }
+    return true;
+  }
+
   /** Sets pages [first, end) to shared (`true`) or private (`false`). */
   setRange(first: number, end: number, shared: boolean): void {
     if (first >= end) return;
+    if (end - first === 1) {
+      this.setPage(first, shared);
+      return;
+    }
     const c0 = (first / CHUNK_PAGES) | 0;
     const c1 = ((end - 1) / CHUNK_PAGES) | 0;
     const lo = first - c0 * CHUNK_PAGES;
@@ -203,9 +291,18 @@ export class PageStateMap {
     if (start >= len) return -1;
     const other = shared ? this.somePrivate : this.someShared;
     if (!other.get(c)) return c * CHUNK_PAGES + start; // uniform, wanted state
-    const slot = this.index.get(c);
-    const words = this.slabs[slot >>> this.slabShift]!;
-    const base = (slot & this.slabMask) * LEAF_WORDS;
+    const entry = this.index.get(c);
+    if (entry < 0) {
+      const odd = singletonBit(entry);
+      if (singletonBackground(entry) === shared) {
+        // Every page but the odd one is wanted.
+        const p = start === odd ? start + 1 : start;
+        return p < len ? c * CHUNK_PAGES + p : -1;
+      }
+      return odd >= start ? c * CHUNK_PAGES + odd : -1;
+    }
+    const words = this.slabs[entry >>> this.slabShift]!;
+    const base = (entry & this.slabMask) * LEAF_WORDS;
     const flip = shared ? 0 : -1;
     let w = start >>> 5;
     let word = (words[base + w]! ^ flip) & (-1 << (start & 31));
@@ -219,7 +316,7 @@ export class PageStateMap {
     }
   }
 
-  /** Sets pages [lo, hi) of chunk c, 0 <= lo < hi <= chunkPages(c). */
+  /** Sets pages [lo, hi) of chunk c, 0 <= lo < hi <= chunkPages(c), hi - lo > 1. */
   private setWithinChunk(c: number, lo: number, hi: number, shared: boolean): void {
     const sh = this.someShared.get(c);
     const pr = this.somePrivate.get(c);
@@ -231,26 +328,29 @@ export class PageStateMap {
         this.markUniform(c, shared);
         return;
       }
-      const slot = this.allocLeaf(c, sh);
+      const slot = this.newLeaf(sh);
+      this.index.insert(c, slot);
+      this.leafCount++;
       this.setLeafBits(slot, lo, hi, shared);
       this.someShared.set(c);
       this.somePrivate.set(c);
       return;
     }
-    const slot = this.index.get(c);
+    let slot = this.index.get(c);
+    if (slot < 0) slot = this.leafFromSingleton(c, slot);
     this.setLeafBits(slot, lo, hi, shared);
     if (this.leafIsUniform(slot, len, shared)) {
-      this.freeLeaf(c, slot);
+      this.dropEntry(c);
       this.markUniform(c, shared);
     }
   }
 
-  /** Sets whole chunks [a, b) to one state, freeing the leaves of mixed ones. */
+  /** Sets whole chunks [a, b) to one state, dropping the entries of mixed ones. */
   private setWholeChunks(a: number, b: number, shared: boolean): void {
     // Visit only the mixed chunks: alternate between the two bitsets.
     for (let c = this.someShared.nextSet(a, b); c < b; c = this.someShared.nextSet(c, b)) {
       if (this.somePrivate.get(c)) {
-        this.freeLeaf(c, this.index.get(c));
+        this.dropEntry(c);
         c++;
       } else {
         c = this.somePrivate.nextSet(c, b);
@@ -302,7 +402,20 @@ export class PageStateMap {
     return ((words[base + full]! ^ want) & mask) === 0;
   }
 
-  private allocLeaf(c: number, fillShared: boolean): number {
+  /** Replaces a singleton entry by a leaf holding the same pages. */
+  private leafFromSingleton(c: number, entry: number): number {
+    const background = singletonBackground(entry);
+    const odd = singletonBit(entry);
+    const slot = this.newLeaf(background);
+    this.setLeafBits(slot, odd, odd + 1, !background);
+    this.index.update(c, slot);
+    this.singletonCount--;
+    this.leafCount++;
+    return slot;
+  }
+
+  /** A leaf slot with every bit set to the given state (not yet in the index). */
+  private newLeaf(fillShared: boolean): number {
     let slot = this.freeHead;
     if (slot >= 0) {
       this.freeHead = this.slabs[slot >>> this.slabShift]![(slot & this.slabMask) * LEAF_WORDS]!;
@@ -313,16 +426,22 @@ export class PageStateMap {
       }
     }
     const base = (slot & this.slabMask) * LEAF_WORDS;
-    this.slabs[slot >>> this.slabShift]!.fill(fillShared ? -1 : 0, base, base + LEAF_WORDS);
-    this.index.insert(c, slot);
-    this.leafCount++;
+    const words = this.slabs[slot >>> this.slabShift]!;
+    const fill = fillShared ? -1 : 0;
+    for (let w = base; w < base + LEAF_WORDS; w++) words[w] = fill; // a loop beats fill() for 16 words
     return slot;
   }
 
-  private freeLeaf(c: number, slot: number): void {
+  /** Removes a mixed chunk's index entry, freeing its leaf if it has one. */
+  private dropEntry(c: number): void {
+    const entry = this.index.get(c);
     this.index.delete(c);
-    this.slabs[slot >>> this.slabShift]![(slot & this.slabMask) * LEAF_WORDS] = this.freeHead;
-    this.freeHead = slot;
+    if (entry < 0) {
+      this.singletonCount--;
+      return;
+    }
+    this.slabs[entry >>> this.slabShift]![(entry & this.slabMask) * LEAF_WORDS] = this.freeHead;
+    this.freeHead = entry;
     this.leafCount--;
     if (this.slabs.length > 1 && this.leafCount * 4 <= this.slotsUsed) this.compact();
   }
@@ -341,11 +460,11 @@ export class PageStateMap {
       if (s < limit) holes.push(s);
       s = this.slabs[s >>> this.slabShift]![(s & this.slabMask) * LEAF_WORDS]!;
     }
-    this.index.remap((slot) => {
-      if (slot < limit) return slot;
+    this.index.remap((entry) => {
+      if (entry < limit) return entry; // singletons (negative) and low leaves stay
       const to = holes.pop()!;
-      const from = this.slabs[slot >>> this.slabShift]!;
-      const fromBase = (slot & this.slabMask) * LEAF_WORDS;
+      const from = this.slabs[entry >>> this.slabShift]!;
+      const fromBase = (entry & this.slabMask) * LEAF_WORDS;
       this.slabs[to >>> this.slabShift]!.set(from.subarray(fromBase, fromBase + LEAF_WORDS), (to & this.slabMask) * LEAF_WORDS);
       return to;
     });
