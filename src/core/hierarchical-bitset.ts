@@ -36,6 +36,8 @@ export class HierarchicalBitset {
   private readonly levels: Int32Array[];
   /** Bit count of each level. */
   private readonly bits: number[];
+  /** levels[0], kept apart for the hot single-bit paths. */
+  private readonly words: Int32Array;
 
   /** Creates a bitset of `size` bits, all set (`fill`) or all clear. */
   constructor(size: number, fill: boolean) {
@@ -52,6 +54,7 @@ export class HierarchicalBitset {
       this.bits.push(n);
       n = words;
     } while (n > 1);
+    this.words = this.levels[0]!;
     if (fill && size > 0) this.setRange(0, size);
   }
 
@@ -63,15 +66,21 @@ export class HierarchicalBitset {
   }
 
   get(i: number): boolean {
-    return (this.levels[0]![i >>> 5]! & (1 << (i & 31))) !== 0;
+    return (this.words[i >>> 5]! & (1 << (i & 31))) !== 0;
   }
 
   set(i: number): void {
-    this.setAt(0, i);
+    const w = i >>> 5;
+    const before = this.words[w]!;
+    this.words[w] = before | (1 << (i & 31));
+    if (before === 0 && this.levels.length > 1) this.setAt(1, w);
   }
 
   clear(i: number): void {
-    this.clearAt(0, i);
+    const w = i >>> 5;
+    const after = this.words[w]! & ~(1 << (i & 31));
+    this.words[w] = after;
+    if (after === 0 && this.levels.length > 1) this.clearAt(1, w);
   }
 
   /** Sets bits [start, end). */

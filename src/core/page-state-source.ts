@@ -4,11 +4,10 @@
  * of {@link RamBlockAttributes} (guest_memfd shared/private state) and
  * {@link PlugState} (a virtio-mem-like plug state).
  */
-import type { DiscardFailure } from './errors.js';
-import { InvalidArgumentError } from './errors.js';
+import { InvalidArgumentError, ReentrancyError, type DiscardFailure } from './errors.js';
 import { PageStateMap, type PageStateMapStats } from './page-state-map.js';
 import type { RamDiscardManager, RamDiscardSource } from './ram-discard-manager.js';
-import { checkRange, type ByteRange } from './range.js';
+import { checkRange, validRange, type ByteRange } from './range.js';
 import { checkPowerOfTwo, hex, type ByteCount } from './units.js';
 
 /** A range's state in one source, as QEMU's trace prints it. */
@@ -129,9 +128,9 @@ export abstract class PageStateSource implements RamDiscardSource {
    *    matters again when it is added back, which notifies the difference.
    */
   protected change(offset: ByteCount, size: ByteCount, populate: boolean, operation: string): StateChangeResult {
-    this.manager.assertIdle(this.describe(operation));
-    const r = checkRange(this.describe(operation), offset, size, this.granularity, this.size);
+    if (this.manager.busy) throw new ReentrancyError(this.describe(operation));
     const g = this.granularity;
+    const r = validRange(offset, size, g, this.size) ?? checkRange(this.describe(operation), offset, size, g, this.size);
     const first = r.offset / g;
     const end = first + r.size / g;
     const map = this.map;
@@ -139,10 +138,12 @@ export abstract class PageStateSource implements RamDiscardSource {
     let changed: ByteRange[];
     let from: RangeState;
     if (end - first === 1) {
-      // One granule: the common 4 KiB conversion.
-      const wasPopulated = map.isShared(first);
-      from = wasPopulated ? 'populated' : 'discarded';
-      changed = wasPopulated === populate ? [] : [r];
+      // One granule, the common 4 KiB conversion: check and change in one pass.
+      const flipped = map.setPage(first, populate);
+      from = flipped === populate ? 'discarded' : 'populated';
+      this.onRequest?.(r.offset, r.size, from, populate);
+      if (!flipped) return { from, changed: [], changedBytes: 0, discardFailures: NO_FAILURES };
+      changed = [r];
     } else {
       // Maximal runs in the opposite state: from one that is not `populate`
       // to the next that is.
@@ -156,13 +157,13 @@ export abstract class PageStateSource implements RamDiscardSource {
       if (changed.length === 0) from = populate ? 'populated' : 'discarded';
       else if (whole) from = populate ? 'discarded' : 'populated';
       else from = 'mixture';
+      this.onRequest?.(r.offset, r.size, from, populate);
+      if (changed.length === 0) return { from, changed, changedBytes: 0, discardFailures: NO_FAILURES };
+      map.setRange(first, end, populate);
     }
-    this.onRequest?.(r.offset, r.size, from, populate);
-    if (changed.length === 0) return { from, changed, changedBytes: 0, discardFailures: NO_FAILURES };
 
     let bytes = 0;
     for (const run of changed) bytes += run.size;
-    map.setRange(first, end, populate);
     this.populated += populate ? bytes : -bytes;
     if (!this.manager.hasSource(this)) return { from, changed, changedBytes: bytes, discardFailures: NO_FAILURES };
     if (!populate) {

@@ -98,6 +98,8 @@ interface Told {
 
 type RunCallback = (start: number, end: number) => void;
 
+const NO_SOURCES: readonly RamDiscardSource[] = Object.freeze([]);
+
 export class RamDiscardManager {
   readonly region: MemoryRegion;
   /** Most recently added first. */
@@ -324,9 +326,7 @@ export class RamDiscardManager {
     this.depth++;
     try {
       for (const { listener, section } of this.registrations) {
-        this.forEachClipped(section, runs, others, (s, e) => {
-          this.populate(listener, subSection(section, s, e), told, 'state change');
-        });
+        this.forEachClipped(section, runs, others, listener, told, undefined);
       }
     } finally {
       this.depth--;
@@ -346,9 +346,7 @@ export class RamDiscardManager {
     this.depth++;
     try {
       for (const { listener, section } of this.registrations) {
-        this.forEachClipped(section, runs, others, (s, e) => {
-          this.discard(listener, subSection(section, s, e), failures);
-        });
+        this.forEachClipped(section, runs, others, listener, undefined, failures);
       }
     } finally {
       this.depth--;
@@ -359,10 +357,12 @@ export class RamDiscardManager {
   // --- internals --------------------------------------------------------------
 
   private othersOf(source: RamDiscardSource): readonly RamDiscardSource[] {
-    if (!this.sourceList.includes(source)) {
+    const list = this.sourceList;
+    if (list.length === 1 && list[0] === source) return NO_SOURCES;
+    if (!list.includes(source)) {
       throw new RegistrationError(`source '${source.name}' is not added to region '${this.region.name}'`);
     }
-    return this.sourceList.length === 1 ? [] : this.sourceList.filter((s) => s !== source);
+    return list.filter((s) => s !== source);
   }
 
   /** Notifies one populate; on refusal rolls back everything in `told` and throws. */
@@ -393,15 +393,30 @@ export class RamDiscardManager {
     }
   }
 
-  /** Runs clipped to a section, then split where the other sources discard. */
-  private forEachClipped(section: MemoryRegionSection, runs: readonly ByteRange[], others: readonly RamDiscardSource[], fn: RunCallback): void {
+  /**
+   * Notifies one listener of runs clipped to its section and split where the
+   * other sources discard: populates (into `told`) when `failures` is
+   * undefined, discards otherwise.
+   */
+  private forEachClipped(section: MemoryRegionSection, runs: readonly ByteRange[], others: readonly RamDiscardSource[],
+    listener: RamDiscardListener, told: Told[] | undefined, failures: DiscardFailure[] | undefined): void {
     const lo = section.offsetWithinRegion;
     const hi = lo + section.size;
     for (const run of runs) {
+      if (run.offset >= hi) break;
       const s = Math.max(lo, run.offset);
       const e = Math.min(hi, run.offset + run.size);
-      if (s < e) this.forEachPopulated(s, e, others, fn);
-      else if (run.offset >= hi) break;
+      if (s >= e) continue;
+      if (others.length === 0) {
+        // The calling source is the only one: the clipped run is the change.
+        if (failures) this.discard(listener, subSection(section, s, e), failures);
+        else this.populate(listener, subSection(section, s, e), told ?? [], 'state change');
+      } else {
+        this.forEachPopulated(s, e, others, (a, b) => {
+          if (failures) this.discard(listener, subSection(section, a, b), failures);
+          else this.populate(listener, subSection(section, a, b), told ?? [], 'state change');
+        });
+      }
     }
   }
 

@@ -28,10 +28,11 @@ const U64_LIMIT = 1n << 64n;
  *         negative, fractional or non-numeric offset or size.
  */
 export function checkRange(what: string, offset: ByteCount, size: ByteCount, granularity: number, limit: number): ByteRange {
+  const fast = validRange(offset, size, granularity, limit);
+  if (fast) return fast;
   const o = toByteCount(offset, `${what}: offset`);
   const s = toByteCount(size, `${what}: size`);
   if (o !== undefined && s !== undefined) {
-    // Fast path: both are safe integers.
     if (o % granularity !== 0) throw unaligned(what, offset, size, 'offset', granularity);
     if (s % granularity !== 0) throw unaligned(what, offset, size, 'size', granularity);
     if (s === 0) throw new InvalidRangeError(what, offset, size, 'zero-size', 'size is zero');
@@ -49,6 +50,25 @@ export function checkRange(what: string, offset: ByteCount, size: ByteCount, gra
     throw new InvalidRangeError(what, offset, size, 'wrap-around', 'offset + size wraps around 2^64');
   }
   throw outOfBounds(what, offset, size, limit);
+}
+
+/**
+ * The common case of {@link checkRange} without building anything else: the
+ * range when both values are safe-integer numbers and the range is valid,
+ * `undefined` otherwise (then call checkRange for the conversion or the error).
+ */
+export function validRange(offset: unknown, size: unknown, granularity: number, limit: number): ByteRange | undefined {
+  if (typeof offset !== 'number' || typeof size !== 'number') return undefined;
+  // Plain arithmetic only (Number.isInteger and a double `%` are library
+  // calls on this path). For a power-of-two granularity the quotients are
+  // exact, and `offset + size <= limit` (a safe integer) bounds both values;
+  // NaN fails every comparison.
+  const a = offset / granularity;
+  const b = size / granularity;
+  if (Math.floor(a) === a && Math.floor(b) === b && offset >= 0 && size > 0 && offset + size <= limit) {
+    return { offset: offset + 0, size }; // + 0 turns -0 into 0
+  }
+  return undefined;
 }
 
 function unaligned(what: string, offset: ByteCount, size: ByteCount, field: 'offset' | 'size', granularity: number): InvalidRangeError {
