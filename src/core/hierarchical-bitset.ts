@@ -168,15 +168,30 @@ export class HierarchicalBitset {
     if (lo < hi) this.clearRangeAt(k + 1, lo, hi);
   }
 
-  /** First set bit >= i at level k, or -1. */
+  /**
+   * First set bit >= i at level k, or -1: climb while the current word has
+   * nothing at or after the position, then descend through the first set
+   * bits of the summaries. Iterative; the levels are few (7 for 2^31 bits).
+   */
   private findAt(k: number, i: number): number {
-    if (i >= this.bits[k]!) return -1;
-    const words = this.levels[k]!;
-    const w = i >>> 5;
-    const word = words[w]! & maskFrom(i & 31);
-    if (word !== 0) return (w << 5) + ctz(word);
-    if (k + 1 >= this.levels.length) return -1;
-    const next = this.findAt(k + 1, w + 1);
-    return next < 0 ? -1 : (next << 5) + ctz(words[next]!);
+    const levels = this.levels;
+    const top = levels.length - 1;
+    for (;;) {
+      if (i >= this.bits[k]!) return -1;
+      const w = i >>> 5;
+      const word = levels[k]![w]! & maskFrom(i & 31);
+      if (word !== 0) {
+        i = (w << 5) + ctz(word);
+        break;
+      }
+      if (k === top) return -1;
+      i = w + 1; // the next word of level k is bit w + 1 of level k + 1
+      k++;
+    }
+    while (k > 0) {
+      k--;
+      i = (i << 5) + ctz(levels[k]![i]!);
+    }
+    return i;
   }
 }

@@ -122,6 +122,46 @@ describe('PageStateMap', () => {
     );
   });
 
+  it('walks maximal runs like the model, within any window, and stops when asked', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5 * CHUNK_PAGES + 77 }).chain((pages) =>
+          fc.tuple(fc.constant(pages), fc.array(opArb(pages), { maxLength: 20 }), fc.nat({ max: pages - 1 }), fc.nat({ max: pages }), fc.integer({ min: 1, max: 4 }))),
+        ([pages, ops, at, len, stopAfter]) => {
+          const map = new PageStateMap(pages, { slabLeaves: 2 });
+          const model = new Uint8Array(pages);
+          for (const [first, n, shared] of ops) {
+            const end = Math.min(pages, first + n);
+            map.setRange(first, end, shared);
+            model.fill(shared ? 1 : 0, first, end);
+          }
+          const a = at;
+          const b = Math.min(pages, at + len);
+          for (const shared of [true, false]) {
+            const want: string[] = [];
+            for (let p = a; p < b;) {
+              if ((model[p] === 1) !== shared) {
+                p++;
+                continue;
+              }
+              let q = p;
+              while (q < b && (model[q] === 1) === shared) q++;
+              want.push(`${p}-${q}`);
+              p = q;
+            }
+            const got: string[] = [];
+            map.forEachRun(a, b, shared, (s, e) => got.push(`${s}-${e}`));
+            assert.deepEqual(got, want, `${shared ? 'shared' : 'private'} runs in [${a}, ${b})`);
+            const stopped: string[] = [];
+            map.forEachRun(a, b, shared, (s, e) => stopped.push(`${s}-${e}`) < stopAfter);
+            assert.deepEqual(stopped, want.slice(0, stopAfter));
+          }
+        },
+      ),
+      propertyParameters(600),
+    );
+  });
+
   it('reuses and compacts leaf slabs without losing a leaf', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.nat({ max: 63 }), fc.nat({ max: CHUNK_PAGES - 1 }), fc.boolean()), { maxLength: 300 }), (ops) => {

@@ -37,6 +37,7 @@
    handed out by this class */
 import { ChunkIndex } from './chunk-index.js';
 import { HierarchicalBitset } from './hierarchical-bitset.js';
+import type { RunVisitor } from './range.js';
 
 /** Pages per chunk (one leaf). */
 export const CHUNK_PAGES = 512;
@@ -55,6 +56,36 @@ function singletonBit(entry: number): number {
 }
 function singletonBackground(entry: number): boolean {
   return ((-2 - entry) & 1) === 1;
+}
+
+/**
+ * Turns a walk's contiguous segments (each wanted or not) into maximal runs
+ * of wanted pages for a {@link RunVisitor}.
+ */
+class RunCursor {
+  private runStart = -1;
+  stopped = false;
+  private readonly visit: RunVisitor;
+
+  constructor(visit: RunVisitor) {
+    this.visit = visit;
+  }
+
+  /** The next segment [start, end), contiguous with the previous one. */
+  segment(start: number, end: number, wanted: boolean): void {
+    if (start >= end || this.stopped) return;
+    if (wanted) {
+      if (this.runStart < 0) this.runStart = start;
+    } else if (this.runStart >= 0) {
+      if (this.visit(this.runStart, start) === false) this.stopped = true;
+      this.runStart = -1;
+    }
+  }
+
+  /** Ends the walk at `end`, emitting the run still open. */
+  finish(end: number): void {
+    if (this.runStart >= 0 && !this.stopped) this.visit(this.runStart, end);
+  }
 }
 
 /** Options for {@link PageStateMap}. */
@@ -78,6 +109,22 @@ export interface PageStateMapStats {
   readonly slabs: number;
   readonly indexMode: 'hash' | 'direct';
   readonly byteSize: number;
+}
+
+/** First bit in [from, hi) of a leaf whose state is not `state`, or `hi`. */
+function nextDifferent(words: Int32Array, base: number, from: number, hi: number, state: boolean): number {
+  const flip = state ? -1 : 0;
+  let w = from >>> 5;
+  let word = (words[base + w]! ^ flip) & (-1 << (from & 31));
+  const lastWord = (hi - 1) >>> 5;
+  for (;;) {
+    if (word !== 0) {
+      const bit = w * 32 + (31 - Math.clz32(word & -word));
+      return bit < hi ? bit : hi;
+    }
+    if (++w > lastWord) return hi;
+    word = words[base + w]! ^ flip;
+  }
 }
 
 export class PageStateMap {
@@ -173,14 +220,67 @@ export class PageStateMap {
     return p < end ? p : end;
   }
 
+  /**
+   * Calls `visit(start, end)` for each maximal run of shared (`shared`) or
+   * private pages within [first, end), in ascending order, in one pass: each
+   * mixed chunk is looked up once and each stretch of uniform chunks costs
+   * one summary query.
+   */
+  forEachRun(first: number, end: number, shared: boolean, visit: RunVisitor): void {
+    if (first >= end) return;
+    const cursor = new RunCursor(visit);
+    const has = shared ? this.someShared : this.somePrivate;
+    const other = shared ? this.somePrivate : this.someShared;
+    const lastChunk = ((end - 1) / CHUNK_PAGES) | 0;
+    let c = (first / CHUNK_PAGES) | 0;
+    let p = first; // every page below p has been given to the cursor
+    while (c <= lastChunk && !cursor.stopped) {
+      if (!has.get(c) || !other.get(c)) {
+        // Uniform: as is every chunk up to the next one that holds the other state.
+        const wanted = has.get(c);
+        const next = (wanted ? other : has).nextSet(c + 1, lastChunk + 1);
+        const to = next > lastChunk ? end : next * CHUNK_PAGES;
+        cursor.segment(p, to, wanted);
+        p = to;
+        c = next;
+        continue;
+      }
+      const base = c * CHUNK_PAGES;
+      const limit = Math.min(end, base + this.chunkPages(c));
+      const entry = this.index.get(c);
+      if (entry < 0) {
+        const odd = base + singletonBit(entry);
+        const background = singletonBackground(entry) === shared;
+        if (odd >= p && odd < limit) {
+          cursor.segment(p, odd, background);
+          cursor.segment(odd, odd + 1, !background);
+          cursor.segment(odd + 1, limit, background);
+        } else {
+          cursor.segment(p, limit, background);
+        }
+      } else {
+        const words = this.slabs[entry >>> this.slabShift]!;
+        const wordBase = (entry & this.slabMask) * LEAF_WORDS;
+        const hi = limit - base;
+        for (let q = p - base; q < hi;) {
+          const state = ((words[wordBase + (q >>> 5)]! >>> (q & 31)) & 1) === 1;
+          const r = nextDifferent(words, wordBase, q, hi, state);
+          cursor.segment(base + q, base + r, state === shared);
+          q = r;
+        }
+      }
+      p = limit;
+      c++;
+    }
+    cursor.finish(end);
+  }
+
   /** Number of shared pages in [first, end). */
   countShared(first: number, end: number): number {
     let n = 0;
-    for (let p = this.nextShared(first, end); p < end;) {
-      const q = this.nextPrivate(p, end);
-      n += q - p;
-      p = this.nextShared(q, end);
-    }
+    this.forEachRun(first, end, true, (s, e) => {
+      n += e - s;
+    });
     return n;
   }
 

@@ -7,7 +7,7 @@
 import { InvalidArgumentError, ReentrancyError, type DiscardFailure } from './errors.js';
 import { PageStateMap, type PageStateMapStats } from './page-state-map.js';
 import type { RamDiscardManager, RamDiscardSource } from './ram-discard-manager.js';
-import { checkRange, validRange, type ByteRange } from './range.js';
+import { checkRange, validRange, type ByteRange, type RunVisitor } from './range.js';
 import { checkPowerOfTwo, hex, type ByteCount } from './units.js';
 
 /** A range's state in one source, as QEMU's trace prints it. */
@@ -86,6 +86,12 @@ export abstract class PageStateSource implements RamDiscardSource {
     return p < from ? from : p < end ? p : end;
   }
 
+  forEachRun(from: number, end: number, populated: boolean, visit: RunVisitor): void {
+    const g = this.granularity;
+    this.map.forEachRun(Math.floor(from / g), Math.ceil(end / g), populated,
+      (a, b) => visit(a * g < from ? from : a * g, b * g > end ? end : b * g));
+  }
+
   /**
    * Removes this source from its manager; listeners are told to populate what
    * that populates. May be vetoed (the source then stays).
@@ -145,14 +151,10 @@ export abstract class PageStateSource implements RamDiscardSource {
       if (!flipped) return { from, changed: [], changedBytes: 0, discardFailures: NO_FAILURES };
       changed = [r];
     } else {
-      // Maximal runs in the opposite state: from one that is not `populate`
-      // to the next that is.
-      changed = [];
-      for (let p = map.nextInState(first, end, !populate); p < end;) {
-        const q = map.nextInState(p, end, populate);
-        changed.push({ offset: p * g, size: (q - p) * g });
-        p = map.nextInState(q, end, !populate);
-      }
+      // The maximal runs in the opposite state.
+      const runs: ByteRange[] = [];
+      map.forEachRun(first, end, !populate, (p, q) => runs.push({ offset: p * g, size: (q - p) * g }));
+      changed = runs;
       const whole = changed.length === 1 && changed[0]?.size === r.size;
       if (changed.length === 0) from = populate ? 'populated' : 'discarded';
       else if (whole) from = populate ? 'discarded' : 'populated';

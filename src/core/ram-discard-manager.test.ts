@@ -335,6 +335,9 @@ describe('RamDiscardManager', () => {
         nextDiscarded(_from: number, end: number): number {
           return end;
         },
+        forEachRun(from: number, end: number, populated: boolean, visit: (s: number, e: number) => unknown): void {
+          if (populated) visit(from, end);
+        },
       };
       assert.throws(() => {
         manager.removeSource(stray);

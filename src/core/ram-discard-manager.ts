@@ -30,7 +30,7 @@
  */
 import { InvalidArgumentError, ListenerVetoError, RegistrationError, ReentrancyError, type DiscardFailure } from './errors.js';
 import { toDisposable, type Disposable } from './event.js';
-import type { ByteRange } from './range.js';
+import type { ByteRange, RunVisitor } from './range.js';
 import { sectionEnd, subSection, type MemoryRegion, type MemoryRegionSection } from './section.js';
 import {
   traceRamDiscardManagerDiscardFailed,
@@ -84,6 +84,12 @@ export interface RamDiscardSource {
   nextPopulated(from: number, end: number): number;
   /** First discarded byte in [from, end), or `end`. */
   nextDiscarded(from: number, end: number): number;
+  /**
+   * Calls `visit(start, end)` for each maximal populated (`populated`) or
+   * discarded run of [from, end), ascending, clipped to the range; a visit
+   * that returns `false` stops the walk.
+   */
+  forEachRun(from: number, end: number, populated: boolean, visit: RunVisitor): void;
 }
 
 interface Registration {
@@ -96,7 +102,6 @@ interface Told {
   readonly section: MemoryRegionSection;
 }
 
-type RunCallback = (start: number, end: number) => void;
 
 const NO_SOURCES: readonly RamDiscardSource[] = Object.freeze([]);
 
@@ -268,7 +273,7 @@ export class RamDiscardManager {
     this.depth++;
     try {
       for (const { listener, section } of this.registrations) {
-        forEachRun(source, sectionOffsets(section), false, (ds, de) => {
+        source.forEachRun(section.offsetWithinRegion, sectionEnd(section), false, (ds, de) => {
           this.forEachPopulated(ds, de, existing, (s, e) => {
             this.discard(listener, subSection(section, s, e), failures);
           });
@@ -298,7 +303,7 @@ export class RamDiscardManager {
     this.depth++;
     try {
       for (const { listener, section } of this.registrations) {
-        forEachRun(source, sectionOffsets(section), false, (ds, de) => {
+        source.forEachRun(section.offsetWithinRegion, sectionEnd(section), false, (ds, de) => {
           this.forEachPopulated(ds, de, remaining, (s, e) => {
             this.populate(listener, subSection(section, s, e), told, 'source removal');
           });
@@ -421,14 +426,21 @@ export class RamDiscardManager {
   }
 
   /**
-   * Calls `fn` for each maximal run of [start, end) populated in every one of
-   * `sources` (the whole range when there are none).
+   * Calls `visit` for each maximal run of [start, end) populated in every one
+   * of `sources` (the whole range when there are none); `false` stops.
    */
-  private forEachPopulated(start: number, end: number, sources: readonly RamDiscardSource[], fn: RunCallback): void {
+  private forEachPopulated(start: number, end: number, sources: readonly RamDiscardSource[], visit: RunVisitor): void {
+    if (start >= end) return;
     if (sources.length === 0) {
-      if (start < end) fn(start, end);
+      visit(start, end);
       return;
     }
+    const only = sources.length === 1 ? sources[0] : undefined;
+    if (only) {
+      only.forEachRun(start, end, true, visit);
+      return;
+    }
+    // Several sources: intersect their populated runs.
     let p = start;
     while (p < end) {
       // Advance p until every source populates it.
@@ -446,7 +458,7 @@ export class RamDiscardManager {
       if (p >= end) return;
       let e = end;
       for (const s of sources) e = s.nextDiscarded(p, e);
-      fn(p, e);
+      if (visit(p, e) === false) return;
       p = e;
     }
   }
@@ -455,33 +467,37 @@ export class RamDiscardManager {
     this.checkSection(section);
     const start = section.offsetWithinRegion;
     const end = sectionEnd(section);
-    const stop = { error: undefined as unknown, stopped: false };
+    let error: unknown;
+    const call = (s: number, e: number): boolean => {
+      try {
+        fn(subSection(section, s, e));
+        return true;
+      } catch (thrown) {
+        error = thrown;
+        return false;
+      }
+    };
     this.depth++;
     try {
-      const call = (s: number, e: number): void => {
-        if (stop.stopped) return;
-        try {
-          fn(subSection(section, s, e));
-        } catch (error) {
-          stop.error = error;
-          stop.stopped = true;
-        }
-      };
+      const only = this.sourceList.length === 1 ? this.sourceList[0] : undefined;
       if (populated) {
         this.forEachPopulated(start, end, this.sourceList, call);
+      } else if (only) {
+        only.forEachRun(start, end, false, call);
       } else {
         // Discarded runs are the gaps between populated ones.
         let p = start;
         this.forEachPopulated(start, end, this.sourceList, (s, e) => {
-          if (s > p) call(p, s);
+          const going = s <= p || call(p, s);
           p = e;
+          return going;
         });
-        if (p < end) call(p, end);
+        if (error === undefined && p < end) call(p, end);
       }
     } finally {
       this.depth--;
     }
-    return stop.error;
+    return error;
   }
 
   private checkSection(section: MemoryRegionSection): void {
@@ -496,19 +512,5 @@ export class RamDiscardManager {
 function checkListener(listener: RamDiscardListener): void {
   if (typeof listener.notifyPopulate !== 'function' || typeof listener.notifyDiscard !== 'function' || typeof listener.name !== 'string') {
     throw new InvalidArgumentError('a RamDiscardListener needs a name, notifyPopulate() and notifyDiscard()');
-  }
-}
-
-function sectionOffsets(section: MemoryRegionSection): { start: number; end: number } {
-  return { start: section.offsetWithinRegion, end: section.offsetWithinRegion + section.size };
-}
-
-/** Calls `fn` for each maximal populated (or discarded) run of one source within a range. */
-function forEachRun(source: RamDiscardSource, range: { start: number; end: number }, populated: boolean, fn: RunCallback): void {
-  const { start, end } = range;
-  for (let p = populated ? source.nextPopulated(start, end) : source.nextDiscarded(start, end); p < end;) {
-    const q = populated ? source.nextDiscarded(p, end) : source.nextPopulated(p, end);
-    fn(p, q);
-    p = populated ? source.nextPopulated(q, end) : source.nextDiscarded(q, end);
   }
 }

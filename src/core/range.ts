@@ -11,6 +11,12 @@ export interface ByteRange {
   readonly size: number;
 }
 
+/**
+ * Receives maximal runs [start, end) during a walk; returning `false` stops
+ * the walk (any other value continues).
+ */
+export type RunVisitor = (start: number, end: number) => unknown;
+
 const U64_LIMIT = 1n << 64n;
 
 /**
