@@ -43,7 +43,9 @@ export class InvalidRangeError extends GuestmemError {
   /** Offset as given (hex). */
   readonly offset: string;
   /** Size as given (hex). */
+  /** Size as given (hex). */
   readonly size: string;
+  /** The first rule the range broke. */
   readonly reason: InvalidRangeReason;
 
   constructor(what: string, offset: number | bigint, size: number | bigint, reason: InvalidRangeReason, detail: string) {
@@ -63,8 +65,9 @@ export class InvalidRangeError extends GuestmemError {
 export interface DiscardFailure {
   /** The listener's name. */
   readonly listener: string;
-  /** The discarded range, as offsets within the region. */
+  /** Offset within the region of the discarded range. */
   readonly offset: number;
+  /** Size of the discarded range in bytes. */
   readonly size: number;
   /** What it threw. */
   readonly error: unknown;
@@ -80,8 +83,9 @@ export class ListenerVetoError extends GuestmemError {
   declare readonly code: 'ERR_LISTENER_VETO';
   /** Name of the listener that refused. */
   readonly listener: string;
-  /** The section (region offset, hex) the listener refused. */
+  /** Offset (within the region, hex) of the section the listener refused. */
   readonly offset: string;
+  /** Size (hex) of the section the listener refused. */
   readonly size: string;
   /** Rollback discards that threw in turn (normally none). */
   readonly discardFailures: readonly DiscardFailure[];
@@ -131,6 +135,7 @@ export class TraceParseError extends GuestmemError {
   declare readonly code: 'ERR_TRACE_PARSE';
   /** 1-based line number, or 0 when parsing a single line. */
   readonly line: number;
+  /** The offending line. */
   readonly text: string;
 
   constructor(line: number, text: string, detail: string) {

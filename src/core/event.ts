@@ -7,6 +7,7 @@
 export interface Disposable {
   /** Releases it. Calling it again does nothing. */
   dispose(): void;
+  /** The same as {@link dispose}, for `using` declarations. */
   [Symbol.dispose](): void;
 }
 

@@ -106,8 +106,11 @@ export interface PageStateMapStats {
   readonly leaves: number;
   /** Mixed chunks stored as a singleton (one odd page, no leaf). */
   readonly singletons: number;
+  /** Slabs of leaves allocated. */
   readonly slabs: number;
+  /** How the chunk index is stored: a hash while sparse, an array once that is smaller. */
   readonly indexMode: 'hash' | 'direct';
+  /** Bytes held by the representation. */
   readonly byteSize: number;
 }
 
@@ -127,6 +130,10 @@ function nextDifferent(words: Int32Array, base: number, from: number, hi: number
   }
 }
 
+/**
+ * One shared/private state per page of a block, in two chunk bitsets plus
+ * singletons and leaves (see the module documentation above).
+ */
 export class PageStateMap {
   /** Number of pages. */
   readonly pages: number;
@@ -172,6 +179,7 @@ export class PageStateMap {
       + this.slabs.length * this.slabLeaves * LEAF_WORDS * 4;
   }
 
+  /** Counters of the representation: leaves, singletons, slabs, bytes. */
   get stats(): PageStateMapStats {
     return {
       leaves: this.leafCount,

@@ -30,8 +30,14 @@ export interface StateChangeResult {
 
 const NO_FAILURES: readonly DiscardFailure[] = Object.freeze([]);
 
+/**
+ * A source whose state is a {@link PageStateMap} at its granularity, changed
+ * through {@link PageStateSource.change}: validated, traced, all or nothing.
+ */
 export abstract class PageStateSource implements RamDiscardSource {
+  /** Names the source in errors and traces. */
   readonly name: string;
+  /** Bytes per tracked granule: a power of two dividing the region size. */
   readonly granularity: number;
   /** The manager of the region this source describes. */
   readonly manager: RamDiscardManager;

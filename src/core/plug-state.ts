@@ -10,6 +10,7 @@ import { PageStateSource, type StateChangeResult } from './page-state-source.js'
 import type { RamDiscardManager } from './ram-discard-manager.js';
 import type { ByteCount } from './units.js';
 
+/** Options for {@link PlugState}. */
 export interface PlugStateOptions {
   /** Plug granularity in bytes (virtio-mem's block-size); a power of two dividing the region size. */
   readonly blockSize: ByteCount;
@@ -17,16 +18,19 @@ export interface PlugStateOptions {
   readonly name?: string;
 }
 
+/** Which blocks of a region are plugged: a second source beside the guest_memfd state. */
 export class PlugState extends PageStateSource {
   /** Creates the state (all unplugged) and adds it to `manager` as a source. */
   constructor(manager: RamDiscardManager, options: PlugStateOptions) {
     super(manager, options.name ?? `${manager.region.name}:plug`, options.blockSize, false);
   }
 
+  /** Plug granularity in bytes. */
   get blockSize(): number {
     return this.granularity;
   }
 
+  /** Bytes currently plugged. */
   get pluggedBytes(): number {
     return this.populatedBytes;
   }

@@ -19,6 +19,7 @@ export const HOST_PAGE_SIZE = 4096;
 /** A page's (or range's) target state. */
 export type PageState = 'private' | 'shared';
 
+/** Options for {@link RamBlockAttributes}. */
 export interface RamBlockAttributesOptions {
   /** Tracking granularity in bytes; a power of two dividing the region size. Default 4 KiB. */
   readonly pageSize?: ByteCount;
@@ -26,6 +27,10 @@ export interface RamBlockAttributesOptions {
   readonly name?: string;
 }
 
+/**
+ * The shared/private state of one guest_memfd-backed RAM block (QEMU's
+ * RamBlockAttributes), a source of its region's {@link RamDiscardManager}.
+ */
 export class RamBlockAttributes extends PageStateSource {
   /**
    * Creates the (all-private) state of the region of `manager` and adds it as

@@ -77,6 +77,7 @@ export interface RamDiscardListener {
  * RamDiscardSource). Offsets are bytes within the region.
  */
 export interface RamDiscardSource {
+  /** Names the source in errors and traces. */
   readonly name: string;
   /** The source's own granularity: a power of two dividing the region size. */
   readonly granularity: number;
@@ -105,7 +106,12 @@ interface Told {
 
 const NO_SOURCES: readonly RamDiscardSource[] = Object.freeze([]);
 
+/**
+ * The discard manager of one memory region: its sources, its listeners, and
+ * the protocol between them (see the module documentation above).
+ */
 export class RamDiscardManager {
+  /** The region whose populated/discarded state this manager reports. */
   readonly region: MemoryRegion;
   /** Most recently added first. */
   private sourceList: RamDiscardSource[] = [];

@@ -7,7 +7,9 @@ import { hex, toByteCount, type ByteCount } from './units.js';
 
 /** A half-open byte range [offset, offset + size). */
 export interface ByteRange {
+  /** First byte. */
   readonly offset: number;
+  /** Length in bytes. */
   readonly size: number;
 }
 

@@ -16,6 +16,7 @@ import { toSafeByteCount, type ByteCount } from './units.js';
 
 /** A named span of guest RAM that sections refer to. */
 export class MemoryRegion {
+  /** Name in errors and traces, e.g. `pc.ram`. */
   readonly name: string;
   /** Size in bytes. */
   readonly size: number;
@@ -40,9 +41,13 @@ export class MemoryRegion {
 
 /** A window onto a region, placed in an address space. Immutable. */
 export interface MemoryRegionSection {
+  /** The region the section is a window onto. */
   readonly region: MemoryRegion;
+  /** Where the window starts in the region (bytes). */
   readonly offsetWithinRegion: number;
+  /** Length of the window in bytes (never zero). */
   readonly size: number;
+  /** Where the window's first byte sits in its address space (a GPA, an IOVA). */
   readonly offsetWithinAddressSpace: number;
 }
 

@@ -23,7 +23,9 @@ export type TraceArg = number | bigint | string | boolean;
 
 /** One emitted (or parsed) trace event. */
 export interface TraceRecord {
+  /** The trace point's name. */
   readonly name: string;
+  /** Its arguments, in declaration order. */
   readonly args: readonly TraceArg[];
   /** Wall-clock time in milliseconds since the epoch (fractional: microseconds). */
   readonly time: number;
@@ -33,7 +35,9 @@ export interface TraceRecord {
 
 /** A C parameter of a trace point, e.g. `{ type: 'uint64_t', name: 'offset' }`. */
 export interface TraceParam {
+  /** The C type as declared, e.g. `uint64_t` or `const char *`. */
   readonly type: string;
+  /** The parameter name. */
   readonly name: string;
 }
 
@@ -173,7 +177,9 @@ function parseParams(decl: string): TraceParam[] {
 
 /** One declared trace point. `A` is the tuple of its argument types. */
 export class TracePoint<A extends readonly TraceArg[] = readonly TraceArg[]> {
+  /** The event name, e.g. `ram_block_attributes_state_change`. */
   readonly name: string;
+  /** The declared C parameters. */
   readonly params: readonly TraceParam[];
   /** The format as declared, in QEMU's literal syntax. */
   readonly formatLiteral: string;
@@ -252,6 +258,7 @@ export class TraceRegistry {
     return point;
   }
 
+  /** The point named `name`, if declared. */
   get(name: string): TracePoint | undefined {
     return this.points.get(name);
   }
@@ -269,6 +276,7 @@ export class TraceRegistry {
     return this.setEnabled(pattern, true);
   }
 
+  /** Disables the points whose names match `pattern`; returns how many matched. */
   disable(pattern: string): number {
     return this.setEnabled(pattern, false);
   }

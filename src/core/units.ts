@@ -12,9 +12,13 @@ import { InvalidArgumentError } from './errors.js';
 /** A byte offset or size as the public API accepts it. */
 export type ByteCount = number | bigint;
 
+/** 2^10 bytes. */
 export const KiB = 1024;
+/** 2^20 bytes. */
 export const MiB = 1024 * KiB;
+/** 2^30 bytes. */
 export const GiB = 1024 * MiB;
+/** 2^40 bytes. */
 export const TiB = 1024 * GiB;
 
 /** Largest guest physical address width on x86-64 (bits). */
@@ -90,4 +94,21 @@ export function formatBytes(bytes: number): string {
   }
   const text = Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1);
   return `${text} ${units[u] ?? 'B'}`;
+}
+
+const SIZE_SUFFIX: Record<string, number> = { '': 1, b: 1, k: KiB, kib: KiB, m: MiB, mib: MiB, g: GiB, gib: GiB, t: TiB, tib: TiB };
+
+/**
+ * Parses a byte size as people write it: `4096`, `0x1000`, `64K`, `2M`,
+ * `16G`, `1TiB` (binary units, case-insensitive).
+ *
+ * @throws InvalidArgumentError for anything else, or a size above 2^53.
+ */
+export function parseByteSize(text: string): number {
+  const m = /^\s*(0x[0-9a-f]+|\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const factor = m ? SIZE_SUFFIX[(m[2] ?? '').toLowerCase()] : undefined;
+  if (!m || factor === undefined) throw new InvalidArgumentError(`not a size: ${JSON.stringify(text)} (try 4096, 64K, 2M, 16G, 1T)`);
+  const value = (m[1]?.startsWith('0x') ? Number.parseInt(m[1], 16) : Number(m[1])) * factor;
+  if (!Number.isSafeInteger(value)) throw new InvalidArgumentError(`size ${JSON.stringify(text)} is not a whole number of bytes below 2^53`);
+  return value;
 }

@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+/**
+ * The `guestmem` command. Wiring only: every command calls the library and a
+ * report formatter.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, Option, InvalidArgumentError as CommanderArgumentError } from 'commander';
+import { GuestmemError } from '../core/errors.js';
+import { trace } from '../core/trace.js';
+import '../core/trace-events.js';
+import { parseByteSize } from '../core/units.js';
+import { formatTrackerDemo } from '../report/tracker-demo-table.js';
+import { cvmBootScenario } from '../workload/cvm-boot.js';
+import { runTrackerDemo } from '../workload/tracker-demo.js';
+
+function version(): string {
+  const pkg: unknown = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'));
+  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+}
+
+function size(text: string): number {
+  try {
+    return parseByteSize(text);
+  } catch (error) {
+    throw new CommanderArgumentError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+function integer(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 0) throw new CommanderArgumentError(`not a non-negative integer: ${text}`);
+  return n;
+}
+
+const program = new Command('guestmem')
+  .description('Host side of confidential-VM memory conversion: page-state tracking, listeners, backing, KVM')
+  .version(version())
+  .showHelpAfterError();
+
+program
+  .command('demo')
+  .description('simulate a confidential VM booting and converting memory, and show what the tracker did')
+  .addOption(new Option('--ram <size>', 'guest RAM, e.g. 64G or 1T').argParser(size).default(64 * 2 ** 30, '64G'))
+  .option('--seed <n>', 'seed of the request stream', integer, 1)
+  .option('--churn <n>', 'runtime dma_alloc/free operations', integer, 20_000)
+  .option('--json', 'print the report as JSON')
+  .action((opts: { ram: number; seed: number; churn: number; json?: boolean }) => {
+    const phases = cvmBootScenario({ ramSize: opts.ram, seed: opts.seed, churn: opts.churn });
+    const report = runTrackerDemo(opts.ram, phases);
+    console.log(opts.json ? JSON.stringify(report, null, 2) : formatTrackerDemo(report, process.stdout.isTTY));
+  });
+
+program
+  .command('trace-events')
+  .description("print every trace point guestmem emits, in QEMU's trace-events syntax")
+  .action(() => {
+    process.stdout.write(trace.toTraceEvents());
+  });
+
+try {
+  await program.parseAsync();
+} catch (error) {
+  if (error instanceof GuestmemError) {
+    console.error(`guestmem: ${error.message}`);
+    process.exitCode = 1;
+  } else {
+    throw error;
+  }
+}

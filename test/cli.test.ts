@@ -1,0 +1,46 @@
+/** The guestmem command, run as a user runs it. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const main = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+
+function guestmem(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [main, ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('guestmem CLI', () => {
+  it('runs the demo on its default and prints the table', () => {
+    const r = guestmem('demo');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /guest RAM 64 GiB/);
+    for (const phase of ['swiotlb', 'boot dma', 'runtime', 'kexec']) assert.match(r.stdout, new RegExp(`│ ${phase}`));
+    assert.match(r.stdout, /ram_block_attributes_state_change offset 0x/);
+  });
+
+  it('prints the demo report as JSON', () => {
+    const r = guestmem('demo', '--ram', '2G', '--churn', '100', '--json');
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as { ramSize: number; phases: unknown[] };
+    assert.equal(report.ramSize, 2 ** 31);
+    assert.equal(report.phases.length, 4);
+  });
+
+  it('rejects a bad size with a message and a non-zero status', () => {
+    const r = guestmem('demo', '--ram', 'lots');
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /not a size: "lots"/);
+    const odd = guestmem('demo', '--ram', '3M');
+    assert.equal(odd.status, 1);
+    assert.match(odd.stderr, /^guestmem: ramSize 0x300000 must be a non-zero multiple of 2 MiB/);
+  });
+
+  it("lists its trace points in QEMU's trace-events syntax", () => {
+    const r = guestmem('trace-events');
+    assert.equal(r.status, 0);
+    assert.match(r.stdout, /^ram_block_attributes_state_change\(uint64_t offset, uint64_t size, const char \*from, const char \*to\) "offset 0x%"PRIx64/m);
+  });
+});
