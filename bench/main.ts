@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { gccVersion, repoRoot } from './lib/native.js';
 import { toMarkdown, toTable, type BenchResult } from './lib/result.js';
+import { runCalibration } from './calibration.bench.js';
 import { runTrackerBench } from './tracker.bench.js';
 
 const program = new Command('bench')
@@ -26,7 +27,10 @@ const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, $
   + `Node ${process.version}, ${gccVersion()}`;
 log(`machine: ${machine}`);
 
-const results: BenchResult[] = [...runTrackerBench({ ...(only ? { only } : {}), log })];
+const results: BenchResult[] = [
+  ...(!only || only.test('calibration.loop') ? runCalibration(log) : []),
+  ...runTrackerBench({ ...(only ? { only } : {}), log }),
+];
 
 console.log(toTable(results));
 const missed = results.filter((r) => r.met === false);

@@ -272,7 +272,7 @@ function memoryResults(): BenchResult[] {
   results.push(result({
     id: 'tracker.memory.cvm-boot', metric: 'tracker bytes after the boot pattern (1 GiB pool + 10,000 scattered 4 KiB pages)',
     value: attrs.stats.byteSize, unit: 'bytes', baseline, target: { on: 'value', max: 1 * MiB },
-    note: `${attrs.stats.leaves} leaves, index ${attrs.stats.indexMode}`,
+    note: `${attrs.stats.singletons} singleton chunks, ${attrs.stats.leaves} leaves, index ${attrs.stats.indexMode}`,
   }));
 
   // Every other page shared: a leaf for every chunk.
