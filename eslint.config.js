@@ -3,12 +3,15 @@
 //
 //   core  <-  sys  <-  backing, kvm  <-  conversion, iommu  <-  guest, workload, report  <-  cli
 //
-// A layer imports only from layers to its left. core touches neither node:*
-// nor the FFI; only sys imports the FFI library (koffi).
+// A layer imports only from layers to its left (and the same-rank neighbours
+// listed below). core touches neither node:* nor the FFI; only sys imports
+// the FFI library (koffi). Every cross-layer import in src/ is relative and
+// one folder deep ('../<layer>/file.js'), so the rules are import-path
+// patterns of the built-in no-restricted-imports rule. Import cycles are
+// found by dependency-cruiser (.dependency-cruiser.cjs), the second half of
+// `npm run lint`.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
-import importX from 'eslint-plugin-import-x';
-import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
 
 const layers = [
   ['core'],
@@ -18,22 +21,23 @@ const layers = [
   ['guest', 'workload', 'report'],
   ['cli'],
 ];
+const sameRankImports = { kvm: ['backing'], workload: ['guest'], report: ['workload'] };
 const allFolders = layers.flat();
 const rankOf = (folder) => layers.findIndex((l) => l.includes(folder));
 
-// One zone per (layer, forbidden source): a folder may not import any folder of
-// the same or a higher rank, except itself and the siblings its rank allows.
-const sameRankImports = { kvm: ['backing'], workload: ['guest'], report: ['workload'] };
-const zones = allFolders.flatMap((folder) =>
-  allFolders
-    .filter((other) => other !== folder)
-    .filter((other) => rankOf(other) > rankOf(folder)
-      || (rankOf(other) === rankOf(folder) && !(sameRankImports[folder] ?? []).includes(other)))
-    .map((other) => ({
-      target: `./src/${folder}`,
-      from: `./src/${other}`,
-      message: `layer '${folder}' must not import '${other}' (see docs/architecture.md)`,
-    })));
+/** The no-restricted-imports options for files of one layer. */
+function restrictionsFor(folder) {
+  const forbidden = allFolders.filter((other) => other !== folder
+    && (rankOf(other) > rankOf(folder)
+      || (rankOf(other) === rankOf(folder) && !(sameRankImports[folder] ?? []).includes(other))));
+  const patterns = forbidden.map((other) => ({
+    group: [`../${other}/*`, `../${other}/**`],
+    message: `layer '${folder}' must not import '${other}' (see docs/architecture.md)`,
+  }));
+  if (folder === 'core') patterns.push({ group: ['node:*'], message: 'src/core is pure logic: no Node.js modules' });
+  const paths = folder === 'sys' ? [] : [{ name: 'koffi', message: 'only src/sys may use the FFI' }];
+  return ['error', { paths, patterns }];
+}
 
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', 'bench/results/', 'coverage/'] },
@@ -42,55 +46,47 @@ export default tseslint.config(
   ...tseslint.configs.stylisticTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ['*.js', 'scripts/*.js', '.ci/*.js'] }, tsconfigRootDir: import.meta.dirname },
-    },
-    plugins: { 'import-x': importX },
-    settings: {
-      'import-x/resolver-next': [createTypeScriptImportResolver({ project: './tsconfig.json' })],
+      parserOptions: { projectService: { allowDefaultProject: ['*.js', '*.cjs', 'scripts/*.js'] }, tsconfigRootDir: import.meta.dirname },
     },
     linterOptions: { reportUnusedDisableDirectives: 'error' },
     rules: {
-      'import-x/no-cycle': 'error',
-      'import-x/no-self-import': 'error',
-      'import-x/no-restricted-paths': ['error', { zones }],
       'no-restricted-imports': ['error', { paths: [{ name: 'koffi', message: 'only src/sys may use the FFI' }] }],
       '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true, allowBoolean: true }],
       '@typescript-eslint/consistent-type-imports': 'error',
-      'no-console': 'error',
       '@typescript-eslint/no-floating-promises': ['error', {
         allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['describe', 'it', 'test', 'suite', 'before', 'after', 'beforeEach', 'afterEach'] }],
       }],
+      'no-console': 'error',
       eqeqeq: 'error',
       'no-empty': 'error',
       'prefer-const': 'error',
     },
   },
+  // One block per layer: its import restrictions.
+  ...allFolders.map((folder) => ({
+    files: [`src/${folder}/**/*.ts`],
+    rules: { 'no-restricted-imports': restrictionsFor(folder) },
+  })),
   {
-    // core: pure logic, no Node.js modules.
-    files: ['src/core/**/*.ts'],
-    ignores: ['src/**/*.test.ts'],
-    rules: {
-      'no-restricted-imports': ['error', {
-        paths: [{ name: 'koffi', message: 'only src/sys may use the FFI' }],
-        patterns: [{ group: ['node:*'], message: 'src/core is pure logic: no Node.js modules' }],
-      }],
-    },
-  },
-  {
-    files: ['src/sys/**/*.ts'],
-    rules: { 'no-restricted-imports': 'off' },
+    // core's own tests may use node:test and node:assert.
+    files: ['src/core/**/*.test.ts'],
+    rules: { 'no-restricted-imports': restrictionsFor('sys') },
   },
   {
     // Programs that talk to people or to CI.
-    files: ['src/cli/**/*.ts', 'bench/**/*.ts', 'scripts/**/*.js', '.ci/**/*.js'],
+    files: ['src/cli/**/*.ts', 'bench/**/*.ts', 'scripts/**/*.js'],
     rules: { 'no-console': 'off' },
   },
   {
-    files: ['**/*.js'],
+    files: ['**/*.js', '**/*.cjs'],
     ...tseslint.configs.disableTypeChecked,
   },
   {
-    files: ['scripts/**/*.js', '.ci/**/*.js', 'eslint.config.js'],
+    files: ['scripts/**/*.js', 'eslint.config.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
+  },
+  {
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { module: 'writable', require: 'readonly' } },
   },
 );
