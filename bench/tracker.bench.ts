@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PageStateMap } from '../src/core/page-state-map.js';
 import { RamBlockAttributes } from '../src/core/ram-block-attributes.js';
-import { RamDiscardManager, type RamDiscardListener } from '../src/core/ram-discard-manager.js';
+import { RamDiscardManager } from '../src/core/ram-discard-manager.js';
+import { CountingListener } from '../src/workload/counting-listener.js';
 import { MemoryRegion, type MemoryRegionSection } from '../src/core/section.js';
 import { GiB, KiB, MiB, TiB } from '../src/core/units.js';
 import { buildC, runC } from './lib/native.js';
@@ -53,20 +54,6 @@ function sprinkled(ops: OpList, rng: Rng): void {
 }
 
 // --- TypeScript side -----------------------------------------------------------
-
-class CountingListener implements RamDiscardListener {
-  readonly name = 'counter';
-  notifications = 0;
-  bytes = 0;
-  notifyPopulate(section: MemoryRegionSection): void {
-    this.notifications++;
-    this.bytes += section.size;
-  }
-  notifyDiscard(section: MemoryRegionSection): void {
-    this.notifications++;
-    this.bytes -= section.size;
-  }
-}
 
 interface TsRun {
   readonly nsPerOp: number;

@@ -3,17 +3,12 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { captureTrace, type TraceCapture } from '../../test/support/trace-capture.js';
 import { thrown } from '../../test/support/thrown.js';
 import { RecordingListener } from '../../test/support/recording-listener.js';
+import { ramBlock, type TestBlock } from '../../test/support/ram-block.js';
 import { GuestmemError, InvalidArgumentError, InvalidRangeError, ReentrancyError } from './errors.js';
-import { RamBlockAttributes } from './ram-block-attributes.js';
-import { RamDiscardManager } from './ram-discard-manager.js';
-import { MemoryRegion } from './section.js';
 import { GiB, KiB, MiB, TiB } from './units.js';
 
-function block(size = 64 * MiB, pageSize?: number): { region: MemoryRegion; manager: RamDiscardManager; attrs: RamBlockAttributes } {
-  const region = new MemoryRegion('pc.ram', size);
-  const manager = new RamDiscardManager(region);
-  const attrs = new RamBlockAttributes(manager, pageSize === undefined ? {} : { pageSize });
-  return { region, manager, attrs };
+function block(size = 64 * MiB, pageSize?: number): TestBlock {
+  return ramBlock(size, pageSize);
 }
 
 describe('RamBlockAttributes', () => {

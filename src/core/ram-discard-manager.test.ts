@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { thrown } from '../../test/support/thrown.js';
 import { RecordingListener } from '../../test/support/recording-listener.js';
+import { ramBlock, type TestBlock } from '../../test/support/ram-block.js';
 import { captureTrace, type TraceCapture } from '../../test/support/trace-capture.js';
 import { InvalidArgumentError, InvalidRangeError, ListenerVetoError, ReentrancyError, RegistrationError } from './errors.js';
 import { PlugState } from './plug-state.js';
@@ -10,11 +11,8 @@ import { RamDiscardManager } from './ram-discard-manager.js';
 import { MemoryRegion, type MemoryRegionSection } from './section.js';
 import { KiB, MiB } from './units.js';
 
-function setup(size = 16 * MiB): { region: MemoryRegion; manager: RamDiscardManager; attrs: RamBlockAttributes } {
-  const region = new MemoryRegion('pc.ram', size);
-  const manager = new RamDiscardManager(region);
-  const attrs = new RamBlockAttributes(manager);
-  return { region, manager, attrs };
+function setup(size = 16 * MiB): TestBlock {
+  return ramBlock(size);
 }
 
 function runs(sections: MemoryRegionSection[]): string[] {

@@ -4,12 +4,12 @@
  * notifications (and how many QEMU's per-page algorithm would have sent),
  * shared bytes, tracker memory.
  */
-import type { MemoryRegionSection } from '../core/section.js';
 import { MemoryRegion } from '../core/section.js';
 import { RamBlockAttributes } from '../core/ram-block-attributes.js';
-import { RamDiscardManager, type RamDiscardListener } from '../core/ram-discard-manager.js';
+import { RamDiscardManager } from '../core/ram-discard-manager.js';
 import { trace } from '../core/trace.js';
 import { traceRamBlockAttributesStateChange } from '../core/trace-events.js';
+import { CountingListener } from './counting-listener.js';
 import type { Phase } from './cvm-boot.js';
 
 /** What one phase of a scenario did to the tracker. */
@@ -50,21 +50,6 @@ export interface TrackerDemoReport {
   readonly traceSample: readonly string[];
 }
 
-/** Counts what a DMA mapper would be asked to map and unmap. */
-class CountingListener implements RamDiscardListener {
-  readonly name = 'dma-counter';
-  notifications = 0;
-  mappedBytes = 0;
-  notifyPopulate(section: MemoryRegionSection): void {
-    this.notifications++;
-    this.mappedBytes += section.size;
-  }
-  notifyDiscard(section: MemoryRegionSection): void {
-    this.notifications++;
-    this.mappedBytes -= section.size;
-  }
-}
-
 /**
  * Runs `phases` against a fresh RAM block of `ramSize` bytes with one
  * counting listener, sampling `traceLines` trace lines per phase.
@@ -73,7 +58,7 @@ export function runTrackerDemo(ramSize: number, phases: readonly Phase[], traceL
   const region = new MemoryRegion('pc.ram', ramSize);
   const manager = new RamDiscardManager(region);
   const attrs = new RamBlockAttributes(manager);
-  const listener = new CountingListener();
+  const listener = new CountingListener('dma-counter');
   const registration = manager.registerListener(listener, region.section());
 
   // Sample the first trace lines of each phase, leaving the point as it was.
