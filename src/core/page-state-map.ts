@@ -243,9 +243,9 @@ export class PageStateMap {
     let c = (first / CHUNK_PAGES) | 0;
     let p = first; // every page below p has been given to the cursor
     while (c <= lastChunk && !cursor.stopped) {
-      if (!has.get(c) || !other.get(c)) {
+      const wanted = has.get(c);
+      if (!wanted || !other.get(c)) {
         // Uniform: as is every chunk up to the next one that holds the other state.
-        const wanted = has.get(c);
         const next = (wanted ? other : has).nextSet(c + 1, lastChunk + 1);
         const to = next > lastChunk ? end : next * CHUNK_PAGES;
         cursor.segment(p, to, wanted);
