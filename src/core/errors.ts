@@ -145,3 +145,86 @@ export class TraceParseError extends GuestmemError {
     this.text = text;
   }
 }
+
+/**
+ * A system call (or ioctl) failed. Carries what was called, the errno and its
+ * name, and the range involved when there is one. The operation left
+ * guestmem's own state as it was.
+ */
+export class SystemCallError extends GuestmemError {
+  declare readonly code: 'ERR_SYSCALL';
+  /** The libc function, e.g. `ioctl` or `fallocate`. */
+  readonly call: string;
+  /** For an ioctl, its name (`KVM_SET_USER_MEMORY_REGION2`); otherwise undefined. */
+  readonly request: string | undefined;
+  /** The errno value, e.g. 22. */
+  readonly errno: number;
+  /** The errno name, e.g. `EINVAL`. */
+  readonly errnoName: string;
+  /** The range the call was about, in hex, when there is one. */
+  readonly range: { readonly offset: string; readonly size: string } | undefined;
+
+  constructor(fields: {
+    readonly call: string;
+    readonly request?: string;
+    readonly errno: number;
+    readonly errnoName: string;
+    readonly description: string;
+    readonly target?: string;
+    readonly range?: { readonly offset: number | bigint; readonly size: number | bigint };
+    readonly hint?: string;
+  }) {
+    const what = fields.request ? `${fields.call}(${fields.request})` : fields.call;
+    const on = fields.target ? ` on ${fields.target}` : '';
+    const range = fields.range ? { offset: `0x${fields.range.offset.toString(16)}`, size: `0x${fields.range.size.toString(16)}` } : undefined;
+    const where = range ? ` for offset ${range.offset} size ${range.size}` : '';
+    const hint = fields.hint ? ` (hint: ${fields.hint})` : '';
+    super('ERR_SYSCALL', `${what}${on} failed${where}: ${fields.errnoName} (${fields.description})${hint}`);
+    this.call = fields.call;
+    this.request = fields.request;
+    this.errno = fields.errno;
+    this.errnoName = fields.errnoName;
+    this.range = range;
+  }
+}
+
+/** Something the host does not offer (no /dev/kvm, a missing KVM capability, no huge pages). */
+export class CapabilityError extends GuestmemError {
+  declare readonly code: 'ERR_CAPABILITY';
+  /** The capability, e.g. `KVM_CAP_GUEST_MEMFD` or `hugetlb 1 GiB pages`. */
+  readonly capability: string;
+
+  constructor(capability: string, detail: string) {
+    super('ERR_CAPABILITY', `${capability} is not available: ${detail}`);
+    this.capability = capability;
+  }
+}
+
+/** A file descriptor, mapping or other owned resource was used after it was closed. */
+export class ResourceClosedError extends GuestmemError {
+  declare readonly code: 'ERR_CLOSED';
+  constructor(what: string) {
+    super('ERR_CLOSED', `${what} is closed`);
+  }
+}
+
+/** An operation the object does not support in its configuration (e.g. mapping a guest_memfd created without MMAP). */
+export class UnsupportedOperationError extends GuestmemError {
+  declare readonly code: 'ERR_UNSUPPORTED';
+  constructor(message: string) {
+    super('ERR_UNSUPPORTED', message);
+  }
+}
+
+/**
+ * guestmem could not undo a failed step, so an object no longer matches the
+ * kernel (for example a backing store whose partial allocation could not be
+ * punched again). The object refuses further use; the message says what is
+ * left over.
+ */
+export class InconsistentStateError extends GuestmemError {
+  declare readonly code: 'ERR_INCONSISTENT';
+  constructor(message: string, cause: unknown) {
+    super('ERR_INCONSISTENT', message, { cause });
+  }
+}
