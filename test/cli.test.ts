@@ -38,6 +38,17 @@ describe('guestmem CLI', () => {
     assert.match(odd.stderr, /^guestmem: ramSize 0x300000 must be a non-zero multiple of 2 MiB/);
   });
 
+  it('probes the host, as a table with plain words and as JSON', () => {
+    const r = guestmem('probe');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /private memory: (attributes|memslots|simulated) - /);
+    assert.match(r.stdout, /backing stores:\n {2}(yes|no ) guest_memfd/);
+    const json = guestmem('probe', '--json');
+    const parsed = JSON.parse(json.stdout) as { probe: { hostPageSize: number }; abilities: { privateMemory: { mechanism: string } } };
+    assert.equal(parsed.probe.hostPageSize, 4096);
+    assert.ok(['attributes', 'memslots', 'simulated'].includes(parsed.abilities.privateMemory.mechanism));
+  });
+
   it("lists its trace points in QEMU's trace-events syntax", () => {
     const r = guestmem('trace-events');
     assert.equal(r.status, 0);

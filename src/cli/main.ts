@@ -9,7 +9,9 @@ import { GuestmemError } from '../core/errors.js';
 import { trace } from '../core/trace.js';
 import '../core/trace-events.js';
 import { parseByteSize } from '../core/units.js';
+import { formatProbe } from '../report/probe-report.js';
 import { formatTrackerDemo } from '../report/tracker-demo-table.js';
+import { hostAbilities, probeHost } from '../sys/probe.js';
 import { cvmBootScenario } from '../workload/cvm-boot.js';
 import { runTrackerDemo } from '../workload/tracker-demo.js';
 
@@ -48,6 +50,18 @@ program
     const phases = cvmBootScenario({ ramSize: opts.ram, seed: opts.seed, churn: opts.churn });
     const report = runTrackerDemo(opts.ram, phases);
     console.log(opts.json ? JSON.stringify(report, null, 2) : formatTrackerDemo(report, process.stdout.isTTY));
+  });
+
+program
+  .command('probe')
+  .description('probe this host: KVM capabilities, huge pages, THP; and what guestmem can do here')
+  .option('--json', 'print the probe as JSON')
+  .action((opts: { json?: boolean }) => {
+    const probe = probeHost();
+    const abilities = hostAbilities(probe);
+    console.log(opts.json
+      ? JSON.stringify({ probe, abilities }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)
+      : formatProbe(probe, abilities, process.stdout.isTTY));
   });
 
 program

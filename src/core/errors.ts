@@ -228,3 +228,36 @@ export class InconsistentStateError extends GuestmemError {
     super('ERR_INCONSISTENT', message, { cause });
   }
 }
+
+/**
+ * A memslot change the kernel would refuse, caught before the ioctl. `errnoName`
+ * is what KVM_SET_USER_MEMORY_REGION2 returns for the same request.
+ */
+export class MemslotError extends GuestmemError {
+  declare readonly code: 'ERR_MEMSLOT';
+  readonly slot: number;
+  /** The kernel's errno for this request: EINVAL, EEXIST, ... */
+  readonly errnoName: string;
+
+  constructor(slot: number, errnoName: string, rule: string) {
+    super('ERR_MEMSLOT', `memslot ${slot}: ${rule} (the kernel would answer ${errnoName})`);
+    this.slot = slot;
+    this.errnoName = errnoName;
+  }
+}
+
+/** A guest exited in a way its host-side protocol did not expect (a shutdown, an exit at an odd address...). */
+export class UnexpectedExitError extends GuestmemError {
+  declare readonly code: 'ERR_UNEXPECTED_EXIT';
+  /** The exit, as decoded. */
+  readonly exit: unknown;
+  constructor(what: string, exit: unknown) {
+    super('ERR_UNEXPECTED_EXIT', `${what}: unexpected exit ${describeExit(exit)}`);
+    this.exit = exit;
+  }
+}
+
+function describeExit(exit: unknown): string {
+  if (typeof exit !== 'object' || exit === null) return String(exit);
+  return JSON.stringify(exit, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v instanceof Uint8Array ? Array.from(v) : v));
+}

@@ -307,68 +307,32 @@ export class KvmVcpu {
    * signal) and EFAULT (KVM_EXIT_MEMORY_FAULT) are ordinary outcomes.
    */
   kvmRun(): { readonly result: number; readonly errno: number } {
-    return ioctlIntErrno(this.fd.fd, uapi.KVM_RUN, 0);
+    return kvmRun(this.fd.fd);
   }
 
   /** KVM_GET_REGS. */
   getRegs(): Regs {
-    const buf = new Uint8Array(koffi.sizeof(uapi.kvm_regs));
-    ioctlPtr(this.fd.fd, uapi.KVM_GET_REGS, buf, this.context());
-    const decoded = koffi.decode(buf, uapi.kvm_regs) as Record<string, unknown>;
-    const regs = {} as Regs;
-    for (const name of REG_NAMES) regs[name] = u64(decoded[name]);
-    return regs;
+    return getRegs(this.fd.fd, this.context());
   }
 
   /** KVM_SET_REGS. */
   setRegs(regs: Regs): void {
-    const buf = new Uint8Array(koffi.sizeof(uapi.kvm_regs));
-    koffi.encode(buf, uapi.kvm_regs, regs);
-    ioctlPtr(this.fd.fd, uapi.KVM_SET_REGS, buf, this.context());
+    setRegs(this.fd.fd, regs, this.context());
   }
 
   /** KVM_GET_SREGS. */
   getSregs(): Sregs {
-    const buf = new Uint8Array(koffi.sizeof(uapi.kvm_sregs));
-    ioctlPtr(this.fd.fd, uapi.KVM_GET_SREGS, buf, this.context());
-    const d = koffi.decode(buf, uapi.kvm_sregs) as Record<string, unknown>;
-    const seg = (v: unknown): Segment => {
-      const s = v as Record<string, number | bigint>;
-      return {
-        base: u64(s['base']), limit: Number(s['limit']), selector: Number(s['selector']), type: Number(s['type']),
-        present: Number(s['present']), dpl: Number(s['dpl']), db: Number(s['db']), s: Number(s['s']), l: Number(s['l']),
-        g: Number(s['g']), avl: Number(s['avl']), unusable: Number(s['unusable']),
-      };
-    };
-    const table = (v: unknown): DescriptorTable => {
-      const t = v as Record<string, number | bigint>;
-      return { base: u64(t['base']), limit: Number(t['limit']) };
-    };
-    return {
-      cs: seg(d['cs']), ds: seg(d['ds']), es: seg(d['es']), fs: seg(d['fs']), gs: seg(d['gs']), ss: seg(d['ss']),
-      tr: seg(d['tr']), ldt: seg(d['ldt']), gdt: table(d['gdt']), idt: table(d['idt']),
-      cr0: u64(d['cr0']), cr2: u64(d['cr2']), cr3: u64(d['cr3']), cr4: u64(d['cr4']), cr8: u64(d['cr8']),
-      efer: u64(d['efer']), apic_base: u64(d['apic_base']),
-      interrupt_bitmap: (d['interrupt_bitmap'] as unknown[]).map(u64),
-    };
+    return getSregs(this.fd.fd, this.context());
   }
 
   /** KVM_SET_SREGS. */
   setSregs(sregs: Sregs): void {
-    const buf = new Uint8Array(koffi.sizeof(uapi.kvm_sregs));
-    const seg = (s: Segment): Record<string, unknown> => ({ ...s, padding: 0 });
-    const table = (t: DescriptorTable): Record<string, unknown> => ({ ...t, padding: [0, 0, 0] });
-    koffi.encode(buf, uapi.kvm_sregs, {
-      ...sregs,
-      cs: seg(sregs.cs), ds: seg(sregs.ds), es: seg(sregs.es), fs: seg(sregs.fs), gs: seg(sregs.gs), ss: seg(sregs.ss),
-      tr: seg(sregs.tr), ldt: seg(sregs.ldt), gdt: table(sregs.gdt), idt: table(sregs.idt),
-    });
-    ioctlPtr(this.fd.fd, uapi.KVM_SET_SREGS, buf, this.context());
+    setSregs(this.fd.fd, sregs, this.context());
   }
 
   /** KVM_SET_CPUID2 with a struct kvm_cpuid2 (as from Kvm.getSupportedCpuid). */
   setCpuid2(cpuid: Uint8Array): void {
-    ioctlPtr(this.fd.fd, uapi.KVM_SET_CPUID2, cpuid.slice(), this.context());
+    setCpuid2(this.fd.fd, cpuid, this.context());
   }
 
   /** KVM_PRE_FAULT_MEMORY over [gpa, gpa + size); returns the bytes left (the kernel may stop early). */
@@ -391,4 +355,74 @@ export class KvmVcpu {
   private context(): CallContext {
     return { target: this.fd.toString() };
   }
+}
+
+// --- vCPU ioctls by descriptor ----------------------------------------------------
+// A vCPU's thread (kvm/vcpu-worker.ts) issues these with the descriptor its
+// owner, a KvmVcpu on the main thread, holds.
+
+/** KVM_RUN on a vCPU descriptor; returns errno rather than throwing. */
+export function kvmRun(fd: number): { readonly result: number; readonly errno: number } {
+  return ioctlIntErrno(fd, uapi.KVM_RUN, 0);
+}
+
+/** KVM_GET_REGS on a vCPU descriptor. */
+export function getRegs(fd: number, context: CallContext = {}): Regs {
+  const buf = new Uint8Array(koffi.sizeof(uapi.kvm_regs));
+  ioctlPtr(fd, uapi.KVM_GET_REGS, buf, context);
+  const decoded = koffi.decode(buf, uapi.kvm_regs) as Record<string, unknown>;
+  const regs = {} as Regs;
+  for (const name of REG_NAMES) regs[name] = u64(decoded[name]);
+  return regs;
+}
+
+/** KVM_SET_REGS on a vCPU descriptor. */
+export function setRegs(fd: number, regs: Regs, context: CallContext = {}): void {
+  const buf = new Uint8Array(koffi.sizeof(uapi.kvm_regs));
+  koffi.encode(buf, uapi.kvm_regs, regs);
+  ioctlPtr(fd, uapi.KVM_SET_REGS, buf, context);
+}
+
+/** KVM_GET_SREGS on a vCPU descriptor. */
+export function getSregs(fd: number, context: CallContext = {}): Sregs {
+  const buf = new Uint8Array(koffi.sizeof(uapi.kvm_sregs));
+  ioctlPtr(fd, uapi.KVM_GET_SREGS, buf, context);
+  const d = koffi.decode(buf, uapi.kvm_sregs) as Record<string, unknown>;
+  const seg = (v: unknown): Segment => {
+    const s = v as Record<string, number | bigint>;
+    return {
+      base: u64(s['base']), limit: Number(s['limit']), selector: Number(s['selector']), type: Number(s['type']),
+      present: Number(s['present']), dpl: Number(s['dpl']), db: Number(s['db']), s: Number(s['s']), l: Number(s['l']),
+      g: Number(s['g']), avl: Number(s['avl']), unusable: Number(s['unusable']),
+    };
+  };
+  const table = (v: unknown): DescriptorTable => {
+    const t = v as Record<string, number | bigint>;
+    return { base: u64(t['base']), limit: Number(t['limit']) };
+  };
+  return {
+    cs: seg(d['cs']), ds: seg(d['ds']), es: seg(d['es']), fs: seg(d['fs']), gs: seg(d['gs']), ss: seg(d['ss']),
+    tr: seg(d['tr']), ldt: seg(d['ldt']), gdt: table(d['gdt']), idt: table(d['idt']),
+    cr0: u64(d['cr0']), cr2: u64(d['cr2']), cr3: u64(d['cr3']), cr4: u64(d['cr4']), cr8: u64(d['cr8']),
+    efer: u64(d['efer']), apic_base: u64(d['apic_base']),
+    interrupt_bitmap: (d['interrupt_bitmap'] as unknown[]).map(u64),
+  };
+}
+
+/** KVM_SET_SREGS on a vCPU descriptor. */
+export function setSregs(fd: number, sregs: Sregs, context: CallContext = {}): void {
+  const buf = new Uint8Array(koffi.sizeof(uapi.kvm_sregs));
+  const seg = (s: Segment): Record<string, unknown> => ({ ...s, padding: 0 });
+  const table = (t: DescriptorTable): Record<string, unknown> => ({ ...t, padding: [0, 0, 0] });
+  koffi.encode(buf, uapi.kvm_sregs, {
+    ...sregs,
+    cs: seg(sregs.cs), ds: seg(sregs.ds), es: seg(sregs.es), fs: seg(sregs.fs), gs: seg(sregs.gs), ss: seg(sregs.ss),
+    tr: seg(sregs.tr), ldt: seg(sregs.ldt), gdt: table(sregs.gdt), idt: table(sregs.idt),
+  });
+  ioctlPtr(fd, uapi.KVM_SET_SREGS, buf, context);
+}
+
+/** KVM_SET_CPUID2 on a vCPU descriptor. */
+export function setCpuid2(fd: number, cpuid: Uint8Array, context: CallContext = {}): void {
+  ioctlPtr(fd, uapi.KVM_SET_CPUID2, cpuid.slice(), context);
 }

@@ -175,3 +175,79 @@ function probeCpuVirtualization(): HostProbe['cpuVirtualization'] {
   if (flags.includes('svm')) return 'svm';
   return 'none';
 }
+
+/** What guestmem can do on a host, derived from its probe. */
+export interface HostAbilities {
+  /** How private memory is made: memory attributes, memslot re-layout, or only simulated. */
+  readonly privateMemory: { readonly mechanism: 'attributes' | 'memslots' | 'simulated'; readonly detail: string };
+  /** How a guest's conversion requests reach guestmem. */
+  readonly transports: readonly { readonly name: string; readonly available: boolean; readonly detail: string }[];
+  /** Backing stores that can be created now. */
+  readonly backings: readonly { readonly name: string; readonly available: boolean; readonly detail: string }[];
+}
+
+const PRIVATE_ATTRIBUTE = 8;
+const MAP_GPA_RANGE_EXIT = 1 << 12;
+
+/** Says what guestmem can do on the probed host. */
+export function hostAbilities(probe: HostProbe): HostAbilities {
+  const kvm = probe.kvm;
+  let privateMemory: HostAbilities['privateMemory'];
+  if (!kvm.available) {
+    privateMemory = { mechanism: 'simulated', detail: `no KVM (${kvm.reason}): conversions run on the simulated path only` };
+  } else if ((kvm.caps.memoryAttributesAnyVm & PRIVATE_ATTRIBUTE) !== 0 && kvm.vmTypes.some((t) => t === 'sw-protected' || t === 'snp' || t === 'tdx')) {
+    privateMemory = { mechanism: 'attributes', detail: 'KVM_SET_MEMORY_ATTRIBUTES marks ranges private on a VM with private memory' };
+  } else if (kvm.caps.guestMemfd !== 0 && (kvm.caps.guestMemfdFlags & 1) !== 0) {
+    privateMemory = {
+      mechanism: 'memslots',
+      detail: `no memory attributes: private ranges are memslots over a guest_memfd with MMAP and without INIT_SHARED, `
+        + `shared ranges memslots over the shared memory; a conversion re-lays memslots (at most ${kvm.caps.nrMemslots})`,
+    };
+  } else {
+    privateMemory = { mechanism: 'simulated', detail: 'KVM has no guest_memfd with MMAP: conversions run on the simulated path only' };
+  }
+  const hardware = probe.cpuVirtualization !== 'none' && !probe.pvm;
+  const hypercall = kvm.available && (kvm.caps.exitHypercall & MAP_GPA_RANGE_EXIT) !== 0;
+  const transports = [
+    {
+      name: 'KVM_EXIT_HYPERCALL (MAP_GPA_RANGE)',
+      available: hypercall && hardware,
+      detail: !hypercall ? 'KVM_CAP_EXIT_HYPERCALL lacks MAP_GPA_RANGE'
+        : hardware ? 'guest VMCALL/VMMCALL exits to guestmem'
+          : 'the cap is there, but under PVM a guest VMCALL never exits',
+    },
+    {
+      name: 'KVM_EXIT_MEMORY_FAULT (implicit)',
+      available: kvm.available && kvm.caps.memoryFaultInfo !== 0 && privateMemory.mechanism === 'attributes',
+      detail: kvm.available && kvm.caps.memoryFaultInfo !== 0 ? 'needs a VM with private memory attributes' : 'KVM_CAP_MEMORY_FAULT_INFO is 0',
+    },
+    { name: 'doorbell device (MMIO)', available: kvm.available, detail: 'the guest writes MAP_GPA_RANGE arguments to an MMIO register block' },
+  ];
+  const pool = (size: number): HugePagePool | undefined => probe.hugePages.find((p) => p.size === size);
+  const hugetlb = (size: number, label: string): HostAbilities['backings'][number] => {
+    const p = pool(size);
+    return {
+      name: `memfd hugetlb ${label}`,
+      available: p !== undefined && p.free > 0,
+      detail: p === undefined ? 'no pool' : `${p.free} of ${p.total} free${p.total === 0 ? ` (reserve: echo N > /sys/kernel/mm/hugepages/hugepages-${size / 1024}kB/nr_hugepages)` : ''}`,
+    };
+  };
+  const thp = probe.shmemThp;
+  const thpOn = thp === 'always' || thp === 'within_size' || thp === 'force';
+  const backings = [
+    {
+      name: 'guest_memfd',
+      available: kvm.available && kvm.caps.guestMemfd !== 0,
+      detail: kvm.available ? `flags ${(kvm.caps.guestMemfdFlags & 1) !== 0 ? 'MMAP' : ''}${(kvm.caps.guestMemfdFlags & 2) !== 0 ? ' INIT_SHARED' : ''}; 4 KiB pages` : 'no KVM',
+    },
+    { name: 'memfd 4 KiB', available: true, detail: 'shmem' },
+    {
+      name: 'memfd THP',
+      available: thpOn,
+      detail: `shmem_enabled is ${typeof thp === 'string' ? thp : thp.raw}${thpOn ? '' : ' (set within_size or always)'}`,
+    },
+    hugetlb(2 ** 21, '2 MiB'),
+    hugetlb(2 ** 30, '1 GiB'),
+  ];
+  return { privateMemory, transports, backings };
+}
