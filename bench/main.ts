@@ -10,6 +10,7 @@ import { Command } from 'commander';
 import { gccVersion, repoRoot } from './lib/native.js';
 import { toMarkdown, toTable, type BenchResult } from './lib/result.js';
 import { runCalibration } from './calibration.bench.js';
+import { runKvmBench } from './kvm.bench.js';
 import { runTrackerBench } from './tracker.bench.js';
 
 const program = new Command('bench')
@@ -30,6 +31,7 @@ log(`machine: ${machine}`);
 const results: BenchResult[] = [
   ...(!only || only.test('calibration.loop') ? runCalibration(log) : []),
   ...runTrackerBench({ ...(only ? { only } : {}), log }),
+  ...await runKvmBench({ ...(only ? { only } : {}), log }),
 ];
 
 console.log(toTable(results));

@@ -91,12 +91,12 @@ export abstract class BaseBackingStore implements BackingStore {
     this.assertUsable();
     const r = checkRange(`${this.name}: allocate`, offset, size, this.granularity, this.size);
     const span = this.ledger.allocationSpan(r.offset, r.size);
-    const fresh = this.ledger.unbackedRuns(span);
-    if (fresh.length > 0) {
+    if (this.ledger.anyUnbacked(span)) {
       try {
         this.kernelAllocate(span.offset, span.size);
       } catch (error) {
-        this.undoAllocate(fresh, error);
+        // The ledger still holds the state from before the call.
+        this.undoAllocate(this.ledger.unbackedRuns(span), error);
         throw error;
       }
     }

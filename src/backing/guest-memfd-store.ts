@@ -11,7 +11,7 @@
  */
 import { CapabilityError, InvalidArgumentError } from '../core/errors.js';
 import { hex, toSafeByteCount, type ByteCount } from '../core/units.js';
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, HOST_PAGE_BYTES, MAP_SHARED, PROT_READ, PROT_WRITE, fallocate } from '../sys/libc.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, HOST_PAGE_BYTES, MAP_SHARED, PROT_READ, PROT_WRITE, fallocate, type CallContext } from '../sys/libc.js';
 import { Mapping } from '../sys/mapping.js';
 import type { GuestMemfd, KvmVm } from '../sys/kvm.js';
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS } from '../sys/kvm-uapi.js';
@@ -35,10 +35,13 @@ export class GuestMemfdStore extends BaseBackingStore {
   /** The guest_memfd (for memslots). */
   readonly guestMemfd: GuestMemfd;
   private mapping: Mapping | undefined;
+  /** Error context, built once (a failing call adds its range). */
+  private readonly context: CallContext;
 
   private constructor(name: string, size: number, guestMemfd: GuestMemfd) {
     super(name, size, HOST_PAGE_BYTES, HOST_PAGE_BYTES, 'base');
     this.guestMemfd = guestMemfd;
+    this.context = { target: guestMemfd.fd.toString() };
     this.mappable = (guestMemfd.flags & GUEST_MEMFD_FLAG_MMAP) !== 0 && (guestMemfd.flags & GUEST_MEMFD_FLAG_INIT_SHARED) !== 0;
   }
 
@@ -63,11 +66,11 @@ export class GuestMemfdStore extends BaseBackingStore {
   }
 
   protected kernelAllocate(offset: number, size: number): void {
-    fallocate(this.guestMemfd.fd.fd, FALLOC_FL_KEEP_SIZE, offset, size, { target: this.guestMemfd.fd.toString() });
+    fallocate(this.guestMemfd.fd.fd, FALLOC_FL_KEEP_SIZE, offset, size, this.context);
   }
 
   protected kernelPunch(offset: number, size: number): void {
-    fallocate(this.guestMemfd.fd.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size, { target: this.guestMemfd.fd.toString() });
+    fallocate(this.guestMemfd.fd.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size, this.context);
   }
 
   protected hostMapping(): HostMapping {

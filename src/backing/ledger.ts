@@ -112,6 +112,12 @@ export class BackingLedger {
     return { offset: lo, size: hi - lo };
   }
 
+  /** True when some byte of the span is not backed yet (cheaper than {@link unbackedRuns}). */
+  anyUnbacked(span: ByteRange): boolean {
+    const [first, end] = this.units(span.offset, span.size);
+    return this.backed.nextPrivate(first, end) < end;
+  }
+
   /** The runs of a span that are not backed yet: what an allocation of it adds (and must free again if it fails). */
   unbackedRuns(span: ByteRange): ByteRange[] {
     const [first, end] = this.units(span.offset, span.size);
@@ -139,8 +145,12 @@ export class BackingLedger {
   recordAllocate(offset: number, size: number, span: ByteRange): void {
     const first = offset / this.granularity;
     const end = first + size / this.granularity;
-    this.requestedCount += end - first - this.requested.countShared(first, end);
-    this.requested.setRange(first, end, true);
+    if (end - first === 1) {
+      if (this.requested.setPage(first, true)) this.requestedCount++;
+    } else {
+      this.requestedCount += end - first - this.requested.countShared(first, end);
+      this.requested.setRange(first, end, true);
+    }
     if (this.backed === this.requested) {
       this.backedCount = this.requestedCount;
       return;
@@ -154,8 +164,12 @@ export class BackingLedger {
   recordDiscard(offset: number, size: number, span: ByteRange): void {
     const first = offset / this.granularity;
     const end = first + size / this.granularity;
-    this.requestedCount -= this.requested.countShared(first, end);
-    this.requested.setRange(first, end, false);
+    if (end - first === 1) {
+      if (this.requested.setPage(first, false)) this.requestedCount--;
+    } else {
+      this.requestedCount -= this.requested.countShared(first, end);
+      this.requested.setRange(first, end, false);
+    }
     if (this.backed === this.requested) {
       this.backedCount = this.requestedCount;
       return;

@@ -29,6 +29,7 @@ import {
   fstat,
   ftruncate,
   memfdCreate,
+  type CallContext,
 } from '../sys/libc.js';
 import { Mapping } from '../sys/mapping.js';
 import { OwnedFd } from '../sys/owned-fd.js';
@@ -58,12 +59,19 @@ export class MemfdStore extends BaseBackingStore {
   readonly pages: MemfdPages;
   private readonly fd: OwnedFd;
   private mapping: Mapping | undefined;
+  /** Error contexts, built once (a failing call adds its range). */
+  private readonly allocateContext: CallContext;
+  private readonly punchContext: CallContext;
 
   private constructor(name: string, size: number, pages: MemfdPages, fd: OwnedFd) {
     super(name, size, HUGE[pages], HOST_PAGE_BYTES, pages === 'thp' ? 'transparent-huge' : 'huge');
     this.pages = pages;
     this.kind = pages === '4k' ? 'memfd' : pages === 'thp' ? 'memfd-thp' : 'hugetlb';
     this.fd = fd;
+    this.punchContext = { target: fd.toString() };
+    this.allocateContext = this.kind === 'hugetlb'
+      ? { target: fd.toString(), hint: `reserve huge pages: echo N > /sys/kernel/mm/hugepages/hugepages-${this.pageSize / KiB}kB/nr_hugepages` }
+      : this.punchContext;
   }
 
   /**
@@ -111,14 +119,11 @@ export class MemfdStore extends BaseBackingStore {
   }
 
   protected kernelAllocate(offset: number, size: number): void {
-    fallocate(this.fd.fd, FALLOC_FL_KEEP_SIZE, offset, size, {
-      target: this.fd.toString(),
-      ...(this.kind === 'hugetlb' ? { hint: `reserve huge pages: echo N > /sys/kernel/mm/hugepages/hugepages-${this.pageSize / KiB}kB/nr_hugepages` } : {}),
-    });
+    fallocate(this.fd.fd, FALLOC_FL_KEEP_SIZE, offset, size, this.allocateContext);
   }
 
   protected kernelPunch(offset: number, size: number): void {
-    fallocate(this.fd.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size, { target: this.fd.toString() });
+    fallocate(this.fd.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, size, this.punchContext);
   }
 
   protected hostMapping(): HostMapping {

@@ -83,6 +83,28 @@ export async function bootProbeGuest(vm: Vm, options: { readonly gib: number; re
   }
 }
 
+/**
+ * Boots the MMIO loop (mmio-loop.S) at CPL3 on vCPU `id`: every iteration
+ * writes to the probe doorbell address and exits.
+ */
+export async function bootMmioLoopGuest(vm: Vm, options: { readonly id?: number; readonly vcpu?: VcpuOptions } = {}): Promise<BootedGuest> {
+  const ram = lowRam(vm, guestProgram('mmio-loop'), PROBE_MIN_GIB, PROGRAM_GPA);
+  try {
+    const vcpu = await vm.createVcpu(options.id ?? 0, options.vcpu);
+    await vcpu.setup({ mode: 'long-user', entry: BigInt(PROGRAM_GPA), stack: BigInt(STACK_TOP), cr3: BigInt(PAGE_TABLES_GPA), regs: { rsi: PROBE_DOORBELL } });
+    return {
+      vcpu, lowRam: ram,
+      async close() {
+        await vcpu.close();
+        ram.close();
+      },
+    };
+  } catch (error) {
+    ram.close();
+    throw error;
+  }
+}
+
 /** Boots the real-mode port I/O program on vCPU `id`. */
 export async function bootRealModeGuest(vm: Vm, id = 0): Promise<BootedGuest> {
   const ram = lowRam(vm, guestProgram('realmode-io'), 1, REAL_MODE_PROGRAM_GPA);

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 
 /** Programs guestmem ships. */
-export type GuestProgramName = 'probe' | 'realmode-io';
+export type GuestProgramName = 'probe' | 'realmode-io' | 'mmio-loop';
 
 const cache = new Map<GuestProgramName, Uint8Array>();
 

@@ -8,7 +8,7 @@
  * that mirrors the kernel's rules lives one layer up (kvm/, backing/).
  */
 import koffi from 'koffi';
-import { CapabilityError, SystemCallError } from '../core/errors.js';
+import { CapabilityError, InvalidArgumentError, SystemCallError } from '../core/errors.js';
 import { hex } from '../core/units.js';
 import { OwnedFd } from './owned-fd.js';
 import { Mapping } from './mapping.js';
@@ -80,6 +80,14 @@ const REG_NAMES: readonly RegName[] = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi',
 
 function u64(v: unknown): bigint {
   return typeof v === 'bigint' ? v : BigInt(v as number);
+}
+
+const U64_END = 1n << 64n;
+
+/** Checks a u64 argument before it goes into a kernel struct. */
+function arg(value: number | bigint, what: string): bigint {
+  if (typeof value === 'bigint' ? value >= 0n && value < U64_END : Number.isSafeInteger(value) && value >= 0) return BigInt(value);
+  throw new InvalidArgumentError(`${what} must be an integer in [0, 2^64), got ${String(value)}`);
 }
 
 /** Only a parent creates its children (the token is not exported). */
@@ -184,6 +192,9 @@ export class KvmVm {
 
   /** KVM_ENABLE_CAP with up to four arguments. */
   enableCap(cap: number, args: readonly (number | bigint)[] = []): void {
+    arg(cap, 'KVM_ENABLE_CAP cap');
+    if (args.length > 4) throw new InvalidArgumentError(`KVM_ENABLE_CAP takes at most 4 arguments, got ${args.length}`);
+    args.forEach((a, i) => arg(a, `KVM_ENABLE_CAP args[${i}]`));
     const buf = new Uint8Array(koffi.sizeof(uapi.kvm_enable_cap));
     koffi.encode(buf, uapi.kvm_enable_cap, { cap, flags: 0, args: [0, 1, 2, 3].map((i) => args[i] ?? 0), pad: new Array<number>(64).fill(0) });
     ioctlPtr(this.fd.fd, uapi.KVM_ENABLE_CAP, buf, this.context());
@@ -209,6 +220,8 @@ export class KvmVm {
 
   /** KVM_CREATE_GUEST_MEMFD of `size` bytes with `flags` (GUEST_MEMFD_FLAG_*). */
   createGuestMemfd(size: number, flags: number, name = 'guest_memfd'): GuestMemfd {
+    arg(size, 'KVM_CREATE_GUEST_MEMFD size');
+    arg(flags, 'KVM_CREATE_GUEST_MEMFD flags');
     const buf = new Uint8Array(koffi.sizeof(uapi.kvm_create_guest_memfd));
     koffi.encode(buf, uapi.kvm_create_guest_memfd, { size, flags, reserved: new Array<number>(6).fill(0) });
     const fd = ioctlPtr(this.fd.fd, uapi.KVM_CREATE_GUEST_MEMFD, buf, { ...this.context(), range: { offset: 0, size } });
@@ -217,6 +230,14 @@ export class KvmVm {
 
   /** KVM_SET_USER_MEMORY_REGION2 (memorySize 0 deletes the slot). */
   setUserMemoryRegion2(region: UserMemoryRegion2): void {
+    const what = 'KVM_SET_USER_MEMORY_REGION2';
+    arg(region.slot, `${what} slot`);
+    arg(region.flags, `${what} flags`);
+    arg(region.guestPhysAddr, `${what} guest_phys_addr`);
+    arg(region.memorySize, `${what} memory_size`);
+    arg(region.userspaceAddr, `${what} userspace_addr`);
+    arg(region.guestMemfdOffset ?? 0, `${what} guest_memfd_offset`);
+    if (region.slot >= 2 ** 32 || region.flags >= 2 ** 32) throw new InvalidArgumentError(`${what}: slot and flags are 32-bit`);
     const buf = new Uint8Array(koffi.sizeof(uapi.kvm_userspace_memory_region2));
     koffi.encode(buf, uapi.kvm_userspace_memory_region2, {
       slot: region.slot,
@@ -237,6 +258,9 @@ export class KvmVm {
 
   /** KVM_SET_MEMORY_ATTRIBUTES over [address, address + size). */
   setMemoryAttributes(address: bigint | number, size: number, attributes: number): void {
+    arg(address, 'KVM_SET_MEMORY_ATTRIBUTES address');
+    arg(size, 'KVM_SET_MEMORY_ATTRIBUTES size');
+    arg(attributes, 'KVM_SET_MEMORY_ATTRIBUTES attributes');
     const buf = new Uint8Array(koffi.sizeof(uapi.kvm_memory_attributes));
     koffi.encode(buf, uapi.kvm_memory_attributes, { address: u64(address), size, attributes, flags: 0 });
     ioctlPtr(this.fd.fd, uapi.KVM_SET_MEMORY_ATTRIBUTES, buf, { ...this.context(), range: { offset: u64(address), size } });
@@ -337,6 +361,8 @@ export class KvmVcpu {
 
   /** KVM_PRE_FAULT_MEMORY over [gpa, gpa + size); returns the bytes left (the kernel may stop early). */
   preFaultMemory(gpa: bigint | number, size: number): number {
+    arg(gpa, 'KVM_PRE_FAULT_MEMORY gpa');
+    arg(size, 'KVM_PRE_FAULT_MEMORY size');
     const buf = new Uint8Array(koffi.sizeof(uapi.kvm_pre_fault_memory));
     koffi.encode(buf, uapi.kvm_pre_fault_memory, { gpa: u64(gpa), size, flags: 0, padding: new Array<number>(5).fill(0) });
     ioctlPtr(this.fd.fd, uapi.KVM_PRE_FAULT_MEMORY, buf, { ...this.context(), range: { offset: u64(gpa), size } });

@@ -4,7 +4,7 @@
  * the ioctl, errno and its name, and the range involved.
  */
 import koffi from 'koffi';
-import { SystemCallError } from '../core/errors.js';
+import { InvalidArgumentError, SystemCallError } from '../core/errors.js';
 import { errnoDescription, errnoName } from './errno.js';
 import { lastErrno, raw } from './ffi.js';
 
@@ -70,6 +70,13 @@ export interface CallContext {
   readonly hint?: string;
 }
 
+const NO_CONTEXT: CallContext = Object.freeze({});
+
+/** Checks an offset, length or descriptor argument before the call: a safe non-negative integer. */
+function count(value: number, call: string, what: string): void {
+  if (!(Number.isSafeInteger(value) && value >= 0)) throw new InvalidArgumentError(`${call}: ${what} must be a non-negative integer, got ${String(value)}`);
+}
+
 /** An ioctl request: its number and its name for errors. */
 export interface IoctlRequest {
   readonly name: string;
@@ -128,6 +135,9 @@ export function ioctlIntErrno(fd: number, request: IoctlRequest, arg: number | b
 }
 
 export function mmap(length: number, prot: number, flags: number, fd: number, offset: number, context: CallContext = {}): bigint {
+  count(length, 'mmap', 'length');
+  count(offset, 'mmap', 'offset');
+  if (length === 0) throw new InvalidArgumentError('mmap: length is zero');
   const address = raw.mmap(null, length, prot, flags, fd, offset);
   if (address === MAP_FAILED) fail('mmap', lastErrno(), { range: { offset, size: length }, ...context });
   return address;
@@ -138,6 +148,7 @@ export function munmap(address: bigint, length: number, context: CallContext = {
 }
 
 export function madvise(address: bigint, length: number, advice: number, context: CallContext = {}): void {
+  count(length, 'madvise', 'length');
   if (raw.madvise(address, length, advice) < 0) fail('madvise', lastErrno(), context);
 }
 
@@ -148,7 +159,11 @@ export function mincore(address: bigint, length: number, context: CallContext = 
   return vec;
 }
 
-export function fallocate(fd: number, mode: number, offset: number, length: number, context: CallContext = {}): void {
+export function fallocate(fd: number, mode: number, offset: number, length: number, context: CallContext = NO_CONTEXT): void {
+  if (!(offset >= 0 && length > 0 && Number.isSafeInteger(offset + length))) {
+    count(offset, 'fallocate', 'offset');
+    throw new InvalidArgumentError(`fallocate: length must be a positive integer with offset + length below 2^53, got ${String(length)}`);
+  }
   if (raw.fallocate(fd, mode, offset, length) < 0) fail('fallocate', lastErrno(), { range: { offset, size: length }, ...context });
 }
 
@@ -159,6 +174,7 @@ export function memfdCreate(name: string, flags: number, context: CallContext = 
 }
 
 export function ftruncate(fd: number, length: number, context: CallContext = {}): void {
+  count(length, 'ftruncate', 'length');
   if (raw.ftruncate(fd, length) < 0) fail('ftruncate', lastErrno(), { range: { offset: 0, size: length }, ...context });
 }
 

@@ -1,7 +1,7 @@
 /** sys/: checked libc wrappers, owned descriptors and mappings, the host probe. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CapabilityError, ResourceClosedError, SystemCallError } from '../../src/core/errors.js';
+import { CapabilityError, InvalidArgumentError, ResourceClosedError, SystemCallError } from '../../src/core/errors.js';
 import { Kvm } from '../../src/sys/kvm.js';
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -36,6 +36,18 @@ describe('libc wrappers', () => {
     assert.match(err.message, /^fallocate on nothing failed for offset 0x2000 size 0x1000: EBADF \(bad file descriptor\)$/);
     const missing = thrown(SystemCallError, () => open('/nonexistent/guestmem', O_RDONLY));
     assert.equal(missing.errnoName, 'ENOENT');
+  });
+
+  it('refuse impossible arguments before the call, with a typed error', () => {
+    for (const [offset, length] of [[-1, 4096], [0, 0], [0, -4096], [0.5, 4096], [Number.MAX_SAFE_INTEGER, 4096], [Number.NaN, 1]]) {
+      assert.throws(() => {
+        fallocate(0, FALLOC_FL_KEEP_SIZE, offset ?? 0, length ?? 0);
+      }, InvalidArgumentError, `${String(offset)}+${String(length)}`);
+    }
+    assert.throws(() => Mapping.map(0, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, 'empty'), InvalidArgumentError);
+    assert.throws(() => {
+      ftruncate(0, -1);
+    }, InvalidArgumentError);
   });
 
   it('give file sizes and allocated blocks through fstat', () => {
@@ -84,6 +96,26 @@ describe('KVM', () => {
     assert.equal(probe.hostPageSize, 4096);
     assert.ok(probe.hugePages.every((p) => p.size >= 2 ** 21 && p.free <= p.total));
     assert.ok(['v1', 'v2', 'none'].includes(probe.memoryCgroup));
+  });
+
+  it('checks ioctl arguments before the call', (t) => {
+    const kvm = openKvm(t);
+    if (!kvm) return;
+    using vm = kvm.createVm();
+    assert.throws(() => vm.createGuestMemfd(-4096, 0), InvalidArgumentError);
+    assert.throws(() => {
+      vm.setUserMemoryRegion2({ slot: 0, flags: 0, guestPhysAddr: 1n << 64n, memorySize: 4096, userspaceAddr: 0 });
+    }, InvalidArgumentError);
+    assert.throws(() => {
+      vm.setMemoryAttributes(-1, 4096, 8);
+    }, InvalidArgumentError);
+    assert.throws(() => {
+      vm.enableCap(201, [1, 2, 3, 4, 5]);
+    }, InvalidArgumentError);
+    const gmem = thrown(SystemCallError, () => vm.createGuestMemfd(4097, 0));
+    assert.equal(gmem.request, 'KVM_CREATE_GUEST_MEMFD');
+    assert.equal(gmem.errnoName, 'EINVAL', 'what the kernel itself checks comes back with its errno');
+    kvm.close();
   });
 
   it('refuses a child fd made other than by its parent', (t) => {
