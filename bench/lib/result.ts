@@ -25,10 +25,13 @@ export interface Goal {
   readonly max: number;
 }
 
-/** Builds a result, computing the ratio and checking the goal. */
-export function result(fields: Omit<BenchResult, 'ratio' | 'met' | 'goal'> & { readonly target?: Goal }): BenchResult {
-  const { target, ...rest } = fields;
-  const ratio = rest.baseline && rest.baseline.value > 0 ? rest.value / rest.baseline.value : undefined;
+/**
+ * Builds a result, computing the ratio (unless `pairedRatio` gives it: the
+ * median of per-round ratios of interleaved rounds) and checking the goal.
+ */
+export function result(fields: Omit<BenchResult, 'ratio' | 'met' | 'goal'> & { readonly target?: Goal; readonly pairedRatio?: number }): BenchResult {
+  const { target, pairedRatio, ...rest } = fields;
+  const ratio = pairedRatio ?? (rest.baseline && rest.baseline.value > 0 ? rest.value / rest.baseline.value : undefined);
   const measured = target?.on === 'ratio' ? ratio : rest.value;
   return {
     ...rest,
