@@ -23,7 +23,7 @@ export { toDisposable, type Disposable } from './core/event.js';
 // Regions, the discard-manager protocol and page-state tracking
 export { MemoryRegion, createSection, intersectSection, type MemoryRegionSection } from './core/section.js';
 export { RamDiscardManager, type RamDiscardListener, type RamDiscardSource } from './core/ram-discard-manager.js';
-export { PageStateSource, type RangeState, type StateChangeResult } from './core/page-state-source.js';
+export { PageStateSource, type PreparedStateChange, type RangeState, type StateChangeResult } from './core/page-state-source.js';
 export {
   HOST_PAGE_SIZE,
   RamBlockAttributes,

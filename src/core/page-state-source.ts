@@ -31,6 +31,49 @@ export interface StateChangeResult {
 const NO_FAILURES: readonly DiscardFailure[] = Object.freeze([]);
 
 /**
+ * A state change validated and computed but not made yet, for a caller that
+ * must interleave other steps (QEMU's kvm_convert_memory done in order):
+ *
+ *   to discarded (private):  notifyDiscard() -> [other steps] -> apply()
+ *                            (revertDiscardNotice() if a step in between fails)
+ *   to populated (shared):   [other steps] -> apply()   (notifies; a veto throws)
+ *
+ * It is valid until the source changes in any other way; after that apply()
+ * throws instead of acting on a stale computation.
+ */
+export interface PreparedStateChange {
+  /** The range's state before the change. */
+  readonly from: RangeState;
+  /** The maximal runs that will change, ascending (empty: nothing to do). */
+  readonly changed: readonly ByteRange[];
+  /** Sum of the sizes of `changed`. */
+  readonly changedBytes: number;
+  /** True for a change to populated (shared). */
+  readonly populate: boolean;
+  /**
+   * For a change to discarded: tells listeners the runs are discarded before
+   * the state changes (DMA is unmapped first). Never throws; returns the
+   * listeners that failed.
+   */
+  notifyDiscard(): readonly DiscardFailure[];
+  /**
+   * Undoes {@link notifyDiscard}: listeners are told to populate again
+   * exactly what they were told to discard.
+   *
+   * @throws ListenerVetoError when a listener refuses (it was rolled back; the
+   *         caller must report that the listeners could not be restored).
+   */
+  revertDiscardNotice(): void;
+  /**
+   * Makes the change in the source. For a change to populated this also
+   * notifies listeners, and a veto restores the source and throws
+   * ListenerVetoError. For a change to discarded the listeners must have been
+   * told with notifyDiscard().
+   */
+  apply(): void;
+}
+
+/**
  * A source whose state is a {@link PageStateMap} at its granularity, changed
  * through {@link PageStateSource.change}: validated, traced, all or nothing.
  */
@@ -43,6 +86,8 @@ export abstract class PageStateSource implements RamDiscardSource {
   readonly manager: RamDiscardManager;
   protected readonly map: PageStateMap;
   private populated: number;
+  /** Counts changes, so a prepared change can tell it went stale. */
+  private generation = 0;
 
   /**
    * Creates the state (every granule populated or every one discarded) and
@@ -128,6 +173,73 @@ export abstract class PageStateSource implements RamDiscardSource {
   }
 
   /**
+   * Validates and computes a change of [offset, offset + size), traces it
+   * (onRequest), and changes nothing yet. See {@link PreparedStateChange}.
+   *
+   * @throws InvalidRangeError, InvalidArgumentError, ReentrancyError.
+   */
+  protected prepare(offset: ByteCount, size: ByteCount, populate: boolean, operation: string): PreparedStateChange {
+    if (this.manager.busy) throw new ReentrancyError(this.describe(operation));
+    const g = this.granularity;
+    const r = validRange(offset, size, g, this.size) ?? checkRange(this.describe(operation), offset, size, g, this.size);
+    const first = r.offset / g;
+    const end = first + r.size / g;
+    const changed: ByteRange[] = [];
+    this.map.forEachRun(first, end, !populate, (p, q) => changed.push({ offset: p * g, size: (q - p) * g }));
+    const from: RangeState = changed.length === 0 ? (populate ? 'populated' : 'discarded')
+      : changed.length === 1 && changed[0]?.size === r.size ? (populate ? 'discarded' : 'populated')
+        : 'mixture';
+    this.onRequest?.(r.offset, r.size, from, populate);
+    let bytes = 0;
+    for (const run of changed) bytes += run.size;
+    const generation = this.generation;
+    const attached = (): boolean => this.manager.hasSource(this);
+    const fresh = (): void => {
+      if (this.generation !== generation) {
+        throw new InvalidArgumentError(`${this.describe(operation)}: the prepared change is stale (the source changed since)`);
+      }
+    };
+    return {
+      from,
+      changed,
+      changedBytes: bytes,
+      populate,
+      notifyDiscard: () => {
+        fresh();
+        return !populate && bytes > 0 && attached() ? this.manager.notifyDiscard(this, changed) : NO_FAILURES;
+      },
+      revertDiscardNotice: () => {
+        fresh();
+        if (!populate && bytes > 0 && attached()) this.manager.notifyPopulate(this, changed);
+      },
+      apply: () => {
+        fresh();
+        if (bytes === 0) return;
+        this.applyRuns(changed, populate);
+        if (!populate || !attached()) return;
+        try {
+          this.manager.notifyPopulate(this, changed);
+        } catch (error) {
+          this.applyRuns(changed, false);
+          throw error;
+        }
+      },
+    };
+  }
+
+  /** Sets the runs' state in the map and the count (one generation step). */
+  private applyRuns(runs: readonly ByteRange[], populate: boolean): void {
+    const g = this.granularity;
+    let bytes = 0;
+    for (const run of runs) {
+      this.map.setRange(run.offset / g, (run.offset + run.size) / g, populate);
+      bytes += run.size;
+    }
+    this.populated += populate ? bytes : -bytes;
+    this.generation++;
+  }
+
+  /**
    * Changes [offset, offset + size) to populated or discarded:
    *
    * 1. validate (alignment, size, wrap-around, bounds) — else throw, nothing changed;
@@ -173,6 +285,7 @@ export abstract class PageStateSource implements RamDiscardSource {
     let bytes = 0;
     for (const run of changed) bytes += run.size;
     this.populated += populate ? bytes : -bytes;
+    this.generation++;
     if (!this.manager.hasSource(this)) return { from, changed, changedBytes: bytes, discardFailures: NO_FAILURES };
     if (!populate) {
       const discardFailures = this.manager.notifyDiscard(this, changed);
@@ -181,8 +294,7 @@ export abstract class PageStateSource implements RamDiscardSource {
     try {
       this.manager.notifyPopulate(this, changed);
     } catch (error) {
-      for (const run of changed) map.setRange(run.offset / g, (run.offset + run.size) / g, false);
-      this.populated -= bytes;
+      this.applyRuns(changed, false);
       throw error;
     }
     return { from, changed, changedBytes: bytes, discardFailures: NO_FAILURES };

@@ -4,7 +4,7 @@ import { captureTrace, type TraceCapture } from '../../test/support/trace-captur
 import { thrown } from '../../test/support/thrown.js';
 import { RecordingListener } from '../../test/support/recording-listener.js';
 import { ramBlock, type TestBlock } from '../../test/support/ram-block.js';
-import { GuestmemError, InvalidArgumentError, InvalidRangeError, ReentrancyError } from './errors.js';
+import { GuestmemError, InvalidArgumentError, InvalidRangeError, ListenerVetoError, ReentrancyError } from './errors.js';
 import { GiB, KiB, MiB, TiB } from './units.js';
 
 function block(size = 64 * MiB, pageSize?: number): TestBlock {
@@ -151,6 +151,57 @@ describe('RamBlockAttributes', () => {
       attrs.stateChange(0, 4 * MiB, 'private');
       assert.deepEqual(l.take(), ['discard 0x0+0x200000', 'discard 0x201000+0x1000', 'discard 0x203000+0x1fd000']);
       assert.equal(attrs.sharedBytes, 0);
+    });
+
+    it('prepares a change to private: listeners told first, state changed at apply, or the notice reverted', () => {
+      const { manager, region, attrs } = block();
+      attrs.stateChange(0, 2 * MiB, 'shared');
+      const l = new RecordingListener('vfio');
+      manager.registerListener(l, region.section());
+      l.take();
+      traced.lines.length = 0;
+      const p = attrs.prepareStateChange(MiB, 2 * MiB, 'private');
+      assert.equal(p.from, 'mixture');
+      assert.deepEqual(p.changed, [{ offset: MiB, size: MiB }]);
+      assert.deepEqual(traced.lines, ["ram_block_attributes_state_change offset 0x100000 size 0x200000 from 'mixture' to 'discarded'"]);
+      assert.deepEqual(l.take(), [], 'preparing tells nobody');
+      assert.deepEqual(p.notifyDiscard(), []);
+      assert.deepEqual(l.take(), ['discard 0x100000+0x100000']);
+      assert.equal(attrs.isShared(MiB, MiB), true, 'the state changes only at apply');
+      p.revertDiscardNotice();
+      assert.deepEqual(l.take(), ['populate 0x100000+0x100000'], 'reverting repopulates exactly what was discarded');
+      const q = attrs.prepareStateChange(MiB, 2 * MiB, 'private');
+      q.notifyDiscard();
+      q.apply();
+      assert.equal(attrs.isPrivate(MiB, 2 * MiB), true);
+      assert.equal(attrs.sharedBytes, MiB);
+    });
+
+    it('prepares a change to shared: apply populates, a veto restores the state', () => {
+      const { manager, region, attrs } = block();
+      const l = new RecordingListener('vfio');
+      manager.registerListener(l, region.section());
+      const p = attrs.prepareStateChange(0, 8 * KiB, 'shared');
+      assert.deepEqual(l.take(), []);
+      p.apply();
+      assert.deepEqual(l.take(), ['populate 0x0+0x2000']);
+      l.refusePopulate = () => true;
+      const q = attrs.prepareStateChange(8 * KiB, 8 * KiB, 'shared');
+      assert.throws(() => {
+        q.apply();
+      }, ListenerVetoError);
+      assert.equal(attrs.isPrivate(8 * KiB, 8 * KiB), true);
+      assert.equal(attrs.sharedBytes, 8 * KiB);
+    });
+
+    it('refuses to apply a prepared change after the source changed', () => {
+      const { attrs } = block();
+      const p = attrs.prepareStateChange(0, 4 * KiB, 'shared');
+      attrs.stateChange(4 * KiB, 4 * KiB, 'shared');
+      assert.throws(() => {
+        p.apply();
+      }, /prepared change is stale/);
+      assert.equal(attrs.isPrivate(0, 4 * KiB), true);
     });
 
     it('reports stateOf a range', () => {

@@ -8,7 +8,7 @@
  * shared memory as populated.
  */
 import { InvalidArgumentError } from './errors.js';
-import { PageStateSource, type RangeState, type StateChangeResult } from './page-state-source.js';
+import { PageStateSource, type PreparedStateChange, type RangeState, type StateChangeResult } from './page-state-source.js';
 import type { RamDiscardManager } from './ram-discard-manager.js';
 import { traceRamBlockAttributesStateChange } from './trace-events.js';
 import type { ByteCount } from './units.js';
@@ -75,6 +75,21 @@ export class RamBlockAttributes extends PageStateSource {
       throw new InvalidArgumentError(`${this.name}: state change target must be 'private' or 'shared', got ${JSON.stringify(to)}`);
     }
     return this.change(offset, size, to === 'shared', `state change to ${to}`);
+  }
+
+  /**
+   * Validates and computes a conversion of [offset, offset + size) to `to`,
+   * and traces it like {@link stateChange}, without changing anything yet:
+   * the caller sequences the steps (see PreparedStateChange), as the
+   * conversion orchestrator does around KVM and the backing stores.
+   *
+   * @throws InvalidRangeError, InvalidArgumentError, ReentrancyError.
+   */
+  prepareStateChange(offset: ByteCount, size: ByteCount, to: PageState): PreparedStateChange {
+    if (!isPageState(to)) {
+      throw new InvalidArgumentError(`${this.name}: state change target must be 'private' or 'shared', got ${JSON.stringify(to)}`);
+    }
+    return this.prepare(offset, size, to === 'shared', `state change to ${to}`);
   }
 
   /** True when every page of the range is shared (validated like a state change). */
