@@ -56,6 +56,19 @@ export interface BackingStore {
   allocate(offset: ByteCount, size: ByteCount): void;
   /** Drops [offset, offset + size): zeroes it and frees every page left unrequested. */
   discard(offset: ByteCount, size: ByteCount): void;
+  /**
+   * Marks [offset, offset + size) as in use without allocating it: a guest
+   * will fault pages in as it touches them. The ledger counts the range as
+   * requested and as possibly backed (an upper bound), so a later discard
+   * punches it and a huge page keeps what is still in use.
+   */
+  expose(offset: ByteCount, size: ByteCount): void;
+  /**
+   * What the kernel holds of [offset, offset + size), one byte per 4 KiB page
+   * (1: backed), including pages a guest faulted in; undefined when the store
+   * cannot tell (a guest_memfd without MMAP).
+   */
+  residentPages(offset: ByteCount, size: ByteCount): Uint8Array | undefined;
   /** Host access to the whole store (one mapping per store, kept until close). */
   map(): HostMapping;
   /** Releases the store's memory and descriptors. */
@@ -112,6 +125,18 @@ export abstract class BaseBackingStore implements BackingStore {
     this.ledger.recordDiscard(r.offset, r.size, span);
   }
 
+  expose(offset: ByteCount, size: ByteCount): void {
+    this.assertUsable();
+    const r = checkRange(`${this.name}: expose`, offset, size, this.granularity, this.size);
+    this.ledger.recordAllocate(r.offset, r.size, this.ledger.allocationSpan(r.offset, r.size));
+  }
+
+  residentPages(offset: ByteCount, size: ByteCount): Uint8Array | undefined {
+    this.assertUsable();
+    const r = checkRange(`${this.name}: resident pages`, offset, size, this.granularity, this.size);
+    return this.kernelResidency(r.offset, r.size);
+  }
+
   map(): HostMapping {
     this.assertUsable();
     if (!this.mappable) throw new UnsupportedOperationError(`${this.name}: this ${this.kind} store cannot be mapped for host access`);
@@ -134,6 +159,8 @@ export abstract class BaseBackingStore implements BackingStore {
   protected abstract kernelPunch(offset: number, size: number): void;
   /** The store's one host mapping (called only when mappable). */
   protected abstract hostMapping(): HostMapping;
+  /** Per-4 KiB residency of a validated range, from the kernel. */
+  protected abstract kernelResidency(offset: number, size: number): Uint8Array | undefined;
   /** Frees the store's resources (called once). */
   protected abstract release(): void;
 

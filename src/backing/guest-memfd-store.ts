@@ -11,7 +11,7 @@
  */
 import { CapabilityError, InvalidArgumentError } from '../core/errors.js';
 import { hex, toSafeByteCount, type ByteCount } from '../core/units.js';
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, HOST_PAGE_BYTES, MAP_SHARED, PROT_READ, PROT_WRITE, fallocate, type CallContext } from '../sys/libc.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, HOST_PAGE_BYTES, MAP_SHARED, PROT_NONE, PROT_READ, PROT_WRITE, fallocate, type CallContext } from '../sys/libc.js';
 import { Mapping } from '../sys/mapping.js';
 import type { GuestMemfd, KvmVm } from '../sys/kvm.js';
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP, KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS } from '../sys/kvm-uapi.js';
@@ -35,6 +35,8 @@ export class GuestMemfdStore extends BaseBackingStore {
   /** The guest_memfd (for memslots). */
   readonly guestMemfd: GuestMemfd;
   private mapping: Mapping | undefined;
+  /** A PROT_NONE mapping, never touched, for mincore (MMAP files only). */
+  private residencyView: Mapping | undefined;
   /** Error context, built once (a failing call adds its range). */
   private readonly context: CallContext;
 
@@ -79,7 +81,17 @@ export class GuestMemfdStore extends BaseBackingStore {
     return { start: m.start, length: m.length, bytes: m.bytes };
   }
 
+  protected kernelResidency(offset: number, size: number): Uint8Array | undefined {
+    if ((this.guestMemfd.flags & GUEST_MEMFD_FLAG_MMAP) === 0) return undefined;
+    this.residencyView ??= Mapping.map(this.size, PROT_NONE, MAP_SHARED, this.guestMemfd.fd.fd, 0, `${this.guestMemfd.fd.toString()} (residency)`);
+    // Pages the guest (or host) faulted in are up to date; mincore sees exactly those.
+    const vec = this.residencyView.residency(offset, size);
+    for (let i = 0; i < vec.length; i++) vec[i] = (vec[i] ?? 0) & 1;
+    return vec;
+  }
+
   protected release(): void {
+    this.residencyView?.close();
     this.mapping?.close();
     this.guestMemfd.close();
   }

@@ -29,6 +29,7 @@ import {
   fstat,
   ftruncate,
   memfdCreate,
+  mincore,
   type CallContext,
 } from '../sys/libc.js';
 import { Mapping } from '../sys/mapping.js';
@@ -130,6 +131,13 @@ export class MemfdStore extends BaseBackingStore {
     this.mapping ??= Mapping.map(this.size, PROT_READ | PROT_WRITE, MAP_SHARED, this.fd.fd, 0, this.fd.toString());
     const m = this.mapping;
     return { start: m.start, length: m.length, bytes: m.bytes };
+  }
+
+  protected kernelResidency(offset: number, size: number): Uint8Array {
+    const start = this.hostMapping().start;
+    const vec = mincore(start + BigInt(offset), size, this.punchContext);
+    for (let i = 0; i < vec.length; i++) vec[i] = (vec[i] ?? 0) & 1;
+    return vec;
   }
 
   protected release(): void {

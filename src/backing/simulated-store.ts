@@ -76,6 +76,15 @@ export class SimulatedStore extends BaseBackingStore {
     return this.calls;
   }
 
+  /**
+   * A guest touching [offset, offset + size): the simulated kernel backs the
+   * pages as a fault would (whole huge pages with huge pages), and the ledger
+   * does not see it, as with a real store.
+   */
+  fault(offset: number, size: number): void {
+    this.back(offset, size);
+  }
+
   /** Makes the next `op` that reaches the kernel fail with `failure`. */
   failNext(op: 'allocate' | 'discard', failure: InjectedFailure): void {
     this.failures.push({ op, failure });
@@ -106,6 +115,19 @@ export class SimulatedStore extends BaseBackingStore {
     if (!this.mappable) throw new UnsupportedOperationError(`${this.name}: not mappable`);
     this.data ??= new Uint8Array(this.size);
     return { start: 0n, length: this.size, bytes: this.data };
+  }
+
+  protected kernelResidency(offset: number, size: number): Uint8Array {
+    const vec = new Uint8Array(size / 4096);
+    const per = this.kernelUnit / 4096;
+    const first = Math.floor(offset / this.kernelUnit);
+    const end = Math.ceil((offset + size) / this.kernelUnit);
+    this.kernel.forEachRun(first, end, true, (a, b) => {
+      const lo = Math.max(0, a * per - offset / 4096);
+      const hi = Math.min(vec.length, b * per - offset / 4096);
+      vec.fill(1, lo, hi);
+    });
+    return vec;
   }
 
   protected release(): void {

@@ -71,6 +71,52 @@ function guestMemfd(label: string, mmap: boolean, runs: number): void {
 guestMemfd('flags 0', false, 25);
 guestMemfd('MMAP|INIT_SHARED', true, 25);
 
+describe('guest memory: exposed ranges and what the kernel holds', () => {
+  it('exposes without allocating; the kernel backs what the guest faults in; discard frees it', () => {
+    const store = new SimulatedStore({ name: 'sim', size: 8 * MiB });
+    store.expose(0, MiB);
+    assert.equal(store.kernelCalls, 0, 'exposing makes no call');
+    assert.equal(store.ledger.requestedBytes, MiB);
+    store.fault(4096, 8192);
+    assert.deepEqual([...(store.residentPages(0, 4 * 4096) ?? [])], [0, 1, 1, 0]);
+    store.discard(0, MiB);
+    assert.equal(store.kernelBackedBytes(), 0, 'the discard punched what the guest had faulted in');
+  });
+
+  it('hugetlb-like: a discard of part of an exposed huge page keeps the rest (stranded)', () => {
+    const store = new SimulatedStore({ name: 'sim', size: 8 * MiB, pageSize: 2 * MiB });
+    store.expose(0, 2 * MiB);
+    store.fault(0, 2 * MiB);
+    store.discard(4096, 4096);
+    assert.equal(store.kernelBackedBytes(), 2 * MiB, 'nothing freed: the rest of the huge page is in use');
+    assert.equal(store.ledger.strandedBytes, 4096);
+    store.discard(0, 4096);
+    store.discard(8192, 2 * MiB - 8192);
+    assert.equal(store.kernelBackedBytes(), 0, 'freed with its last page');
+  });
+
+  it('memfd and guest_memfd report the pages the kernel holds (mincore)', (t) => {
+    using memfd = MemfdStore.create({ name: 'resident', size: 4 * MiB });
+    memfd.expose(0, 4 * MiB);
+    memfd.map().bytes[3 * 4096] = 1;
+    assert.deepEqual([...(memfd.residentPages(0, 4 * 4096) ?? [])], [0, 0, 0, 1]);
+    memfd.discard(3 * 4096, 4096);
+    assert.deepEqual([...(memfd.residentPages(0, 4 * 4096) ?? [])], [0, 0, 0, 0]);
+    const kvm = openKvm(t);
+    if (!kvm) return;
+    using vm = kvm.createVm();
+    using shared = GuestMemfdStore.create(vm, { name: 'g', size: MiB, mmap: true, initShared: true });
+    shared.expose(0, MiB);
+    shared.map().bytes[4096] = 1;
+    assert.deepEqual([...(shared.residentPages(0, 3 * 4096) ?? [])], [0, 1, 0]);
+    shared.discard(0, MiB);
+    assert.deepEqual([...(shared.residentPages(0, 3 * 4096) ?? [])], [0, 0, 0]);
+    using noMmap = GuestMemfdStore.create(vm, { name: 'h', size: MiB });
+    assert.equal(noMmap.residentPages(0, 4096), undefined, 'without MMAP the kernel cannot be asked');
+    kvm.close();
+  });
+});
+
 describe('backing store failures', () => {
   it('undoes a partial allocation: ledger and kernel as before, error typed', () => {
     const store = new SimulatedStore({ name: 'sim', size: 16 * MiB, pageSize: 2 * MiB });
