@@ -55,5 +55,5 @@ export {
 // Workloads
 export { Rng } from './workload/rng.js';
 export { CountingListener } from './workload/counting-listener.js';
-export { cvmBootScenario, type ConversionRequest, type CvmBootOptions, type Phase } from './workload/cvm-boot.js';
+export { cvmBootScenario, type ScenarioRequest, type CvmBootOptions, type Phase } from './workload/cvm-boot.js';
 export { runTrackerDemo, type PhaseReport, type TrackerDemoReport } from './workload/tracker-demo.js';

@@ -18,7 +18,7 @@ import { GiB, KiB, MiB, hex, toSafeByteCount, type ByteCount } from '../core/uni
 import { Rng } from './rng.js';
 
 /** One conversion the guest asks for. */
-export interface ConversionRequest {
+export interface ScenarioRequest {
   /** First byte, within guest RAM. */
   readonly offset: number;
   /** Length in bytes. */
@@ -34,7 +34,7 @@ export interface Phase {
   /** One line on what the guest does in this phase. */
   readonly description: string;
   /** The requests, in order. */
-  readonly requests: readonly ConversionRequest[];
+  readonly requests: readonly ScenarioRequest[];
 }
 
 /** Options for {@link cvmBootScenario}. */
@@ -72,13 +72,13 @@ export function cvmBootScenario(options: CvmBootOptions): Phase[] {
   const poolSize = Math.max(HUGE, Math.floor(Math.min(ramSize * fraction, cap) / HUGE) * HUGE);
   const poolSlots = (Math.floor(ramSize / 2 / HUGE) * HUGE - poolSize) / HUGE;
   const poolStart = poolSlots > 0 ? rng.below(poolSlots + 1) * HUGE : 0;
-  const pool: ConversionRequest[] = [];
+  const pool: ScenarioRequest[] = [];
   for (let o = poolStart; o < poolStart + poolSize; o += HUGE) pool.push({ offset: o, size: HUGE, to: 'shared' });
 
-  const dma: ConversionRequest[] = [];
+  const dma: ScenarioRequest[] = [];
   for (let i = 0; i < (options.bootDmaPages ?? 10_000); i++) dma.push({ offset: rng.below(pages) * PAGE, size: PAGE, to: 'shared' });
 
-  const churn: ConversionRequest[] = [];
+  const churn: ScenarioRequest[] = [];
   const live = new Float64Array(options.liveBuffers ?? 2_000).fill(-1);
   for (let i = 0; i < (options.churn ?? 20_000); i++) {
     const slot = rng.below(live.length);
@@ -92,7 +92,7 @@ export function cvmBootScenario(options: CvmBootOptions): Phase[] {
       live[slot] = p;
     }
   }
-  const kexec: ConversionRequest[] = [];
+  const kexec: ScenarioRequest[] = [];
   for (let o = 0; o < ramSize; o += GiB) kexec.push({ offset: o, size: Math.min(GiB, ramSize - o), to: 'private' });
   return [
     { name: 'swiotlb', description: `bounce pool ${hex(poolStart)}+${hex(poolSize)} shared in 2 MiB requests`, requests: pool },
