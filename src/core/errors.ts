@@ -261,3 +261,34 @@ function describeExit(exit: unknown): string {
   if (typeof exit !== 'object' || exit === null) return String(exit);
   return JSON.stringify(exit, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v instanceof Uint8Array ? Array.from(v) : v));
 }
+
+/** Why a conversion request was refused or failed. */
+export type ConversionFailure =
+  | 'invalid-attributes'
+  | 'invalid-flags'
+  | 'zero-size'
+  | 'unaligned'
+  | 'wrap-around'
+  | 'outside-ram'
+  | 'granularity'
+  | 'memslot-limit'
+  | 'listener-veto'
+  | 'kernel-error'
+  | 'stopped';
+
+/**
+ * A conversion request was refused or failed, with everything it had done
+ * undone. `guestStatus` is what the guest is told (a hypercall's return
+ * value or the doorbell's status): 0 never, else a negative KVM error.
+ */
+export class ConversionError extends GuestmemError {
+  declare readonly code: 'ERR_CONVERSION';
+  readonly reason: ConversionFailure;
+  readonly guestStatus: number;
+
+  constructor(reason: ConversionFailure, guestStatus: number, message: string, options?: { cause?: unknown }) {
+    super('ERR_CONVERSION', `conversion ${reason}: ${message}`, options);
+    this.reason = reason;
+    this.guestStatus = guestStatus;
+  }
+}

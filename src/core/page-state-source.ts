@@ -35,11 +35,14 @@ const NO_FAILURES: readonly DiscardFailure[] = Object.freeze([]);
  * must interleave other steps (QEMU's kvm_convert_memory done in order):
  *
  *   to discarded (private):  notifyDiscard() -> [other steps] -> apply()
- *                            (revertDiscardNotice() if a step in between fails)
  *   to populated (shared):   [other steps] -> apply()   (notifies; a veto throws)
  *
- * It is valid until the source changes in any other way; after that apply()
- * throws instead of acting on a stale computation.
+ * and, when a later step fails, undone in reverse: revert() (after apply),
+ * then, for a discard, revertDiscardNotice() once the caller's own steps
+ * are undone.
+ *
+ * It is valid until the source changes in any other way; after that every
+ * call throws instead of acting on a stale computation.
  */
 export interface PreparedStateChange {
   /** The range's state before the change. */
@@ -71,6 +74,14 @@ export interface PreparedStateChange {
    * told with notifyDiscard().
    */
   apply(): void;
+  /**
+   * Undoes {@link apply} when a later step of the caller's sequence fails.
+   * For a change to populated, listeners are told to discard the runs first
+   * (never throws; returns the listeners that failed). For a change to
+   * discarded only the state goes back: the caller then calls
+   * revertDiscardNotice(), after its own steps are undone.
+   */
+  revert(): readonly DiscardFailure[];
 }
 
 /**
@@ -192,7 +203,9 @@ export abstract class PageStateSource implements RamDiscardSource {
     this.onRequest?.(r.offset, r.size, from, populate);
     let bytes = 0;
     for (const run of changed) bytes += run.size;
-    const generation = this.generation;
+    // The change's own apply() and revert() move this on; anything else makes it stale.
+    let generation = this.generation;
+    let applied = false;
     const attached = (): boolean => this.manager.hasSource(this);
     const fresh = (): void => {
       if (this.generation !== generation) {
@@ -214,15 +227,29 @@ export abstract class PageStateSource implements RamDiscardSource {
       },
       apply: () => {
         fresh();
+        if (applied) throw new InvalidArgumentError(`${this.describe(operation)}: the prepared change was applied already`);
         if (bytes === 0) return;
         this.applyRuns(changed, populate);
-        if (!populate || !attached()) return;
-        try {
-          this.manager.notifyPopulate(this, changed);
-        } catch (error) {
-          this.applyRuns(changed, false);
-          throw error;
+        if (populate && attached()) {
+          try {
+            this.manager.notifyPopulate(this, changed);
+          } catch (error) {
+            this.applyRuns(changed, false);
+            generation = this.generation;
+            throw error;
+          }
         }
+        generation = this.generation;
+        applied = true;
+      },
+      revert: () => {
+        fresh();
+        if (!applied) return NO_FAILURES;
+        const failures = populate && attached() ? this.manager.notifyDiscard(this, changed) : NO_FAILURES;
+        this.applyRuns(changed, !populate);
+        generation = this.generation;
+        applied = false;
+        return failures;
       },
     };
   }
