@@ -90,6 +90,11 @@ export class SimulatedStore extends BaseBackingStore {
     this.failures.push({ op, failure });
   }
 
+  /** Drops the injected failures not yet taken. */
+  clearFailures(): void {
+    this.failures.length = 0;
+  }
+
   protected kernelAllocate(offset: number, size: number): void {
     this.calls++;
     const failure = this.takeFailure('allocate');

@@ -1,0 +1,66 @@
+/**
+ * One lock per RAM block, taken in guest-physical order so that two
+ * requests spanning the same blocks cannot deadlock. Conversions of one
+ * block run one after another, in arrival order; conversions of different
+ * blocks do not wait for each other. Listener registration takes the same
+ * lock, so it never interleaves with a conversion's steps.
+ */
+import type { RamBlock } from './guest-memory.js';
+
+/** A FIFO lock for code that awaits while holding it. */
+class FifoLock {
+  private tail: Promise<void> = Promise.resolve();
+  private holders = 0;
+
+  /** Resolves with the release function once every earlier holder has released. */
+  acquire(): Promise<() => void> {
+    let release!: () => void;
+    const next = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const previous = this.tail;
+    this.tail = next;
+    this.holders++;
+    return previous.then(() => {
+      let done = false;
+      return () => {
+        if (done) return;
+        done = true;
+        this.holders--;
+        release();
+      };
+    });
+  }
+
+  /** Holders and waiters. */
+  get queued(): number {
+    return this.holders;
+  }
+}
+
+/** The locks of a guest's blocks. */
+export class BlockLocks {
+  private readonly locks = new Map<RamBlock, FifoLock>();
+
+  /** Takes the locks of `blocks` in gpa order; resolves with a function that releases them all. */
+  async acquire(blocks: readonly RamBlock[]): Promise<() => void> {
+    const ordered = [...new Set(blocks)].sort((a, b) => a.gpa - b.gpa);
+    const releases: (() => void)[] = [];
+    for (const block of ordered) {
+      let lock = this.locks.get(block);
+      if (!lock) {
+        lock = new FifoLock();
+        this.locks.set(block, lock);
+      }
+      releases.push(await lock.acquire());
+    }
+    return () => {
+      for (let i = releases.length - 1; i >= 0; i--) releases[i]?.();
+    };
+  }
+
+  /** Requests holding or waiting for the lock of `block`. */
+  queued(block: RamBlock): number {
+    return this.locks.get(block)?.queued ?? 0;
+  }
+}

@@ -1,0 +1,312 @@
+/**
+ * Private memory made of memslots, for kernels with guest_memfd but without
+ * memory attributes (the fd-based proposal's private memslots, made real).
+ * Each RAM block is laid out as its maximal runs of one state, one memslot
+ * per run:
+ *
+ *   block   |---- private ----|- shared -|------- private -------|
+ *   slots   | gmem-only slot  | memfd    | gmem-only slot        |
+ *           | (gmem offset =  | (host    | (gmem offset =        |
+ *           |  block offset)  |  mapping)|  block offset)        |
+ *
+ * A private slot binds the block's guest_memfd (created with MMAP and
+ * without INIT_SHARED, so the host cannot read it) with no host address; a
+ * shared slot maps the shared memory. A guest_memfd slot cannot be changed,
+ * only deleted and created again, so a conversion re-lays the slots around
+ * the runs that change: the layout stays canonical (neighbours of one state
+ * are one slot), and only slots that differ are touched. Converting 4 KiB in
+ * the middle of a private run costs four ioctls (delete one, create three),
+ * converting it back four again.
+ *
+ * KVM allows a limited number of memslots (KVM_CAP_NR_MEMSLOTS); a change
+ * that would need more is refused before any ioctl. vCPUs must be out of
+ * KVM_RUN during a change: between the delete and the create a range has no
+ * slot, and an access there would be an MMIO exit.
+ */
+import { InconsistentStateError, InvalidArgumentError } from '../core/errors.js';
+import type { ByteRange } from '../core/range.js';
+import { traceMemslotRelayout } from '../core/trace-events.js';
+import { hex } from '../core/units.js';
+import { GuestMemfdStore } from '../backing/guest-memfd-store.js';
+import type { Memslot, MemslotChange } from '../kvm/memslot-rules.js';
+import type { MemslotSpec } from '../kvm/vm.js';
+import type { RamBlock } from './guest-memory.js';
+import type { PrivateMemory, PrivateMemoryChange } from './private-memory.js';
+import { conversionError } from './request.js';
+
+/** What the mechanism needs of a VM (a kvm Vm is one; tests wrap one to inject failures). */
+export interface MemslotTable {
+  readonly maxMemslots: number;
+  readonly memslots: ReadonlyMap<number, Memslot>;
+  setMemslot(spec: MemslotSpec): MemslotChange;
+  deleteMemslot(slot: number): void;
+}
+
+/** Options for {@link MemslotPrivateMemory}. */
+export interface MemslotPrivateMemoryOptions {
+  /**
+   * At most this many memslots in the VM (all of them, not only this
+   * mechanism's). Default: what KVM allows.
+   */
+  readonly slotLimit?: number;
+  /** Lowest slot id to use (lower ids are left to the caller, e.g. low RAM). Default 1. */
+  readonly firstSlot?: number;
+}
+
+/** One run of a block's layout and its memslot. */
+interface Segment {
+  readonly start: number;
+  readonly end: number;
+  readonly private: boolean;
+  readonly slot: number;
+}
+
+type Shape = Omit<Segment, 'slot'>;
+
+interface BlockLayout {
+  readonly block: RamBlock;
+  readonly guestMemfd: GuestMemfdStore;
+  readonly sharedAddress: bigint;
+  segments: Segment[];
+}
+
+const NO_CHANGE: PrivateMemoryChange = Object.freeze({ calls: 0, apply: () => undefined, revert: () => undefined });
+
+/** Private memory as memslots over a guest_memfd and the shared memory. */
+export class MemslotPrivateMemory implements PrivateMemory {
+  readonly kind = 'memslots' as const;
+  readonly needsPause = true;
+  private readonly table: MemslotTable;
+  private readonly limit: number;
+  private readonly firstSlot: number;
+  private readonly layouts = new Map<RamBlock, BlockLayout>();
+  private ioctls = 0;
+
+  constructor(table: MemslotTable, options: MemslotPrivateMemoryOptions = {}) {
+    this.table = table;
+    const limit = options.slotLimit ?? table.maxMemslots;
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new InvalidArgumentError(`memslot limit must be a positive integer, got ${String(limit)}`);
+    this.limit = Math.min(limit, table.maxMemslots);
+    this.firstSlot = options.firstSlot ?? 1;
+  }
+
+  get memslotsInUse(): number {
+    let n = 0;
+    for (const layout of this.layouts.values()) n += layout.segments.length;
+    return n;
+  }
+
+  /** Memslot ioctls made so far (creates and deletes, including undo). */
+  get calls(): number {
+    return this.ioctls;
+  }
+
+  /** The block's layout: its runs and their slots, ascending. */
+  layoutOf(block: RamBlock): readonly Segment[] {
+    return this.layout(block).segments;
+  }
+
+  /**
+   * Lays the block out as one private slot.
+   *
+   * @throws InvalidArgumentError when the private store is not a
+   *         guest_memfd or the shared store cannot be mapped;
+   *         ConversionError (`memslot-limit`) when no slot is left.
+   */
+  addBlock(block: RamBlock): void {
+    if (this.layouts.has(block)) throw new InvalidArgumentError(`memslot private memory: block '${block.name}' added twice`);
+    if (!(block.private instanceof GuestMemfdStore)) {
+      throw new InvalidArgumentError(`memslot private memory: block '${block.name}' needs a guest_memfd private store, not ${block.private.kind}`);
+    }
+    if (!block.shared.mappable) throw new InvalidArgumentError(`memslot private memory: block '${block.name}': the shared store must be mappable`);
+    const layout: BlockLayout = { block, guestMemfd: block.private, sharedAddress: block.shared.map().start, segments: [] };
+    const whole: Shape[] = [{ start: 0, end: block.size, private: true }];
+    this.checkLimit(block, 0, 1);
+    layout.segments = this.relayout(layout, [], whole);
+    this.layouts.set(block, layout);
+  }
+
+  /** Deletes the block's slots. */
+  removeBlock(block: RamBlock): void {
+    const layout = this.layouts.get(block);
+    if (!layout) return;
+    this.relayout(layout, layout.segments, []);
+    this.layouts.delete(block);
+  }
+
+  plan(block: RamBlock, _range: ByteRange, runs: readonly ByteRange[], toPrivate: boolean): PrivateMemoryChange {
+    const layout = this.layout(block);
+    const first = runs[0];
+    const last = runs[runs.length - 1];
+    if (!first || !last) return NO_CHANGE;
+    const segments = layout.segments;
+    // The window: the segments the runs touch and one neighbour on each side,
+    // which a flipped run may merge with.
+    const i0 = Math.max(0, indexOf(segments, first.offset) - 1);
+    const i1 = Math.min(segments.length - 1, indexOf(segments, last.offset + last.size - 1) + 1);
+    const before = segments.slice(i0, i1 + 1);
+    const after = flip(before, runs, toPrivate);
+    const { kept, deletes, creates } = diff(before, after);
+    if (deletes.length === 0 && creates.length === 0) return NO_CHANGE;
+    this.checkLimit(block, deletes.length, creates.length);
+    let applied: Segment[] | undefined;
+    return {
+      calls: deletes.length + creates.length,
+      apply: () => {
+        this.checkLimit(block, deletes.length, creates.length);
+        const made = this.relayout(layout, deletes, creates);
+        applied = [...kept, ...made].sort((a, b) => a.start - b.start);
+        layout.segments = splice(layout.segments, before, applied);
+      },
+      revert: () => {
+        if (!applied) return;
+        const now = applied;
+        const back = diff(now, before.map(shape));
+        try {
+          const made = this.relayout(layout, back.deletes, back.creates);
+          layout.segments = splice(layout.segments, now, [...back.kept, ...made].sort((a, b) => a.start - b.start));
+          applied = undefined;
+        } catch (error) {
+          throw new InconsistentStateError(`block '${block.name}': the memslots could not be laid out again as before the conversion`, error);
+        }
+      },
+    };
+  }
+
+  private layout(block: RamBlock): BlockLayout {
+    const layout = this.layouts.get(block);
+    if (!layout) throw new InvalidArgumentError(`memslot private memory: unknown block '${block.name}'`);
+    return layout;
+  }
+
+  private checkLimit(block: RamBlock, deletes: number, creates: number): void {
+    const after = this.table.memslots.size - deletes + creates;
+    if (after > this.limit) {
+      throw conversionError('memslot-limit',
+        `block '${block.name}': the conversion needs ${after} memslots (deleting ${deletes}, creating ${creates}), the limit is ${this.limit}`);
+    }
+  }
+
+  /**
+   * Deletes `deletes` and creates `creates`, all or nothing: on failure what
+   * was done is undone and the error rethrown (InconsistentStateError if
+   * the undo fails as well). Returns the created segments.
+   */
+  private relayout(layout: BlockLayout, deletes: readonly Segment[], creates: readonly Shape[]): Segment[] {
+    const undo: (() => void)[] = [];
+    const made: Segment[] = [];
+    try {
+      for (const segment of deletes) {
+        this.ioctls++;
+        this.table.deleteMemslot(segment.slot);
+        undo.push(() => { this.create(layout, segment); });
+      }
+      for (const shape of creates) {
+        const segment = { ...shape, slot: this.freeSlot(layout.block) };
+        this.create(layout, segment);
+        made.push(segment);
+        undo.push(() => {
+          this.ioctls++;
+          this.table.deleteMemslot(segment.slot);
+        });
+      }
+    } catch (error) {
+      try {
+        for (let i = undo.length - 1; i >= 0; i--) undo[i]?.();
+      } catch (undoError) {
+        throw new InconsistentStateError(
+          `block '${layout.block.name}': a memslot change failed (${error instanceof Error ? error.message : String(error)}) and could not be undone`,
+          undoError,
+        );
+      }
+      throw error;
+    }
+    traceMemslotRelayout.emit(layout.block.name, deletes.length, creates.length, this.table.memslots.size);
+    return made;
+  }
+
+  private create(layout: BlockLayout, segment: Segment): void {
+    this.ioctls++;
+    const block = layout.block;
+    const size = segment.end - segment.start;
+    this.table.setMemslot(segment.private
+      ? { slot: segment.slot, gpa: block.gpa + segment.start, size, guestMemfd: layout.guestMemfd.guestMemfd, guestMemfdOffset: segment.start }
+      : { slot: segment.slot, gpa: block.gpa + segment.start, size, userspaceAddr: layout.sharedAddress + BigInt(segment.start) });
+  }
+
+  private freeSlot(block: RamBlock): number {
+    for (let id = this.firstSlot; id < this.table.maxMemslots; id++) {
+      if (!this.table.memslots.has(id)) return id;
+    }
+    throw conversionError('memslot-limit', `block '${block.name}': no free memslot id below ${this.table.maxMemslots}`);
+  }
+}
+
+/** Index of the segment holding `offset`. */
+function indexOf(segments: readonly Segment[], offset: number): number {
+  let lo = 0;
+  let hi = segments.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if ((segments[mid]?.start ?? Infinity) <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** The window's shapes after `runs` are made private (or shared), neighbours merged. */
+function flip(window: readonly Segment[], runs: readonly ByteRange[], toPrivate: boolean): Shape[] {
+  const out: Shape[] = [];
+  const push = (start: number, end: number, priv: boolean): void => {
+    if (start >= end) return;
+    const prev = out[out.length - 1];
+    if (prev?.private === priv && prev.end === start) out[out.length - 1] = { start: prev.start, end, private: priv };
+    else out.push({ start, end, private: priv });
+  };
+  for (const segment of window) {
+    let p = segment.start;
+    // Runs are few (the changed runs of one request): a scan per segment is fine.
+    for (const run of runs) {
+      if (run.offset + run.size <= p) continue;
+      if (run.offset >= segment.end) break;
+      const a = Math.max(run.offset, p);
+      const b = Math.min(run.offset + run.size, segment.end);
+      push(p, a, segment.private);
+      push(a, b, toPrivate);
+      p = b;
+    }
+    push(p, segment.end, segment.private);
+  }
+  return out;
+}
+
+/** Which segments stay, which go, which are new. */
+function diff(before: readonly Segment[], after: readonly Shape[]): { kept: Segment[]; deletes: Segment[]; creates: Shape[] } {
+  const key = (s: Shape): string => `${s.start}:${s.end}:${s.private ? 'p' : 's'}`;
+  const old = new Map(before.map((s) => [key(s), s]));
+  const kept: Segment[] = [];
+  const creates: Shape[] = [];
+  for (const shape of after) {
+    const same = old.get(key(shape));
+    if (same) {
+      kept.push(same);
+      old.delete(key(shape));
+    } else {
+      creates.push(shape);
+    }
+  }
+  return { kept, deletes: [...old.values()], creates };
+}
+
+function shape(s: Segment): Shape {
+  return { start: s.start, end: s.end, private: s.private };
+}
+
+/** `segments` with the contiguous window `out` replaced by `replacement`. */
+function splice(segments: readonly Segment[], out: readonly Segment[], replacement: readonly Segment[]): Segment[] {
+  const first = out[0];
+  if (!first) throw new InvalidArgumentError('memslot layout: empty window');
+  const i = segments.indexOf(first);
+  if (i < 0) throw new InvalidArgumentError(`memslot layout: the window at ${hex(first.start)} is not in the layout`);
+  return [...segments.slice(0, i), ...replacement, ...segments.slice(i + out.length)];
+}

@@ -1,0 +1,121 @@
+/**
+ * What the conversion path counts: conversions by direction and size, pages
+ * converted, refusals by reason, a latency histogram per step, commit
+ * failures, and what the backings hold (filled in by an audit).
+ */
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+import type { ConversionFailure } from '../core/errors.js';
+import type { PageState } from '../core/ram-block-attributes.js';
+import { GiB, MiB } from '../core/units.js';
+
+/** The steps of a conversion, timed separately. */
+export const CONVERSION_STEPS = [
+  'validate', 'lock-wait', 'pause', 'listeners-discard', 'private-memory', 'preallocate', 'tracker', 'commit', 'verify', 'total',
+] as const;
+export type ConversionStep = (typeof CONVERSION_STEPS)[number];
+
+/** Request sizes, as reports group them. */
+export const SIZE_CLASSES = ['4k', 'up-to-2m', 'up-to-1g', 'larger'] as const;
+export type SizeClass = (typeof SIZE_CLASSES)[number];
+
+/** The size class of a request of `size` bytes. */
+export function sizeClassOf(size: number): SizeClass {
+  return size <= 4096 ? '4k' : size <= 2 * MiB ? 'up-to-2m' : size <= GiB ? 'up-to-1g' : 'larger';
+}
+
+/** A latency distribution in nanoseconds. */
+export interface LatencySummary {
+  readonly count: number;
+  readonly min: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly max: number;
+  readonly mean: number;
+}
+
+/** What a store holds. */
+export interface StoreHolding {
+  readonly store: string;
+  readonly kind: string;
+  /** Bytes the ledger counts as (possibly) backed. */
+  readonly ledgerBytes: number;
+  /** Bytes the kernel reports resident (mincore), where it can tell. */
+  readonly residentBytes: number | undefined;
+  /** Bytes held by huge pages that are partly unrequested (hugetlb). */
+  readonly strandedBytes: number;
+}
+
+/** Everything at one moment. */
+export interface ConversionMetricsSnapshot {
+  readonly conversions: Readonly<Record<PageState, Readonly<Record<SizeClass, number>>>>;
+  /** 4 KiB pages that changed state. */
+  readonly pagesConverted: Readonly<Record<PageState, number>>;
+  /** Requests that were valid but changed nothing (already in the target state). */
+  readonly noChange: number;
+  readonly rejected: Readonly<Partial<Record<ConversionFailure, number>>>;
+  readonly steps: Readonly<Record<ConversionStep, LatencySummary>>;
+  /** Kernel calls made to change KVM's view (memslot ioctls or attribute ioctls). */
+  readonly privateMemoryCalls: number;
+  readonly memslotsInUse: number;
+  /** Discards of the side pages left that failed after retries (memory held twice until retried). */
+  readonly commitFailures: number;
+  readonly pendingDiscards: number;
+  /** Pages resident on both sides right after a commit (0 unless a discard failed or huge pages strand). */
+  readonly doubleAllocatedAfterCommit: number;
+  /** Bytes resident on both sides at the last audit, and the most seen by any audit. */
+  readonly doubleAllocated: { readonly current: number; readonly peak: number };
+  readonly stores: readonly StoreHolding[];
+}
+
+function zeroBySize(): Record<SizeClass, number> {
+  return { '4k': 0, 'up-to-2m': 0, 'up-to-1g': 0, larger: 0 };
+}
+
+/** The counters behind {@link ConversionMetricsSnapshot}. */
+export class ConversionMetrics {
+  readonly conversions: Record<PageState, Record<SizeClass, number>> = { private: zeroBySize(), shared: zeroBySize() };
+  readonly pagesConverted: Record<PageState, number> = { private: 0, shared: 0 };
+  noChange = 0;
+  readonly rejected: Partial<Record<ConversionFailure, number>> = {};
+  readonly steps: Record<ConversionStep, RecordableHistogram>;
+  privateMemoryCalls = 0;
+  commitFailures = 0;
+  doubleAllocatedAfterCommit = 0;
+  doubleAllocated = { current: 0, peak: 0 };
+
+  constructor() {
+    const steps: Partial<Record<ConversionStep, RecordableHistogram>> = {};
+    for (const step of CONVERSION_STEPS) steps[step] = createHistogram();
+    this.steps = steps as Record<ConversionStep, RecordableHistogram>;
+  }
+
+  /** Records one step's duration in nanoseconds. */
+  time(step: ConversionStep, ns: number): void {
+    this.steps[step].record(Math.max(1, Math.round(ns)));
+  }
+
+  /** Counts a refusal. */
+  reject(reason: ConversionFailure): void {
+    this.rejected[reason] = (this.rejected[reason] ?? 0) + 1;
+  }
+
+  /** Counts a conversion that went through. */
+  done(to: PageState, size: number, changedBytes: number): void {
+    this.conversions[to][sizeClassOf(size)]++;
+    this.pagesConverted[to] += changedBytes / 4096;
+    if (changedBytes === 0) this.noChange++;
+  }
+
+  /** The latency summary of a step. */
+  summary(step: ConversionStep): LatencySummary {
+    const h = this.steps[step];
+    if (h.count === 0) return { count: 0, min: 0, p50: 0, p90: 0, p99: 0, max: 0, mean: 0 };
+    return { count: h.count, min: h.min, p50: h.percentile(50), p90: h.percentile(90), p99: h.percentile(99), max: h.max, mean: h.mean };
+  }
+
+  /** Forgets latencies (counters stay): for a benchmark's warm-up. */
+  resetLatencies(): void {
+    for (const step of CONVERSION_STEPS) this.steps[step].reset();
+  }
+}
