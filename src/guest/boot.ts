@@ -8,8 +8,11 @@
  *     0x1000       page tables (PML4, PDPT, one PD per GiB mapped)
  *     0x8000       a real-mode program
  *     0x10_0000    the program
+ *     0x12_0000    scripts of the converting guest, 64 KiB per vCPU
  *     0x1f_f000    top of the stack
  *   0xd000_0000  the probe guest's doorbell (no memory: every access exits)
+ *   0xd000_1000  the converting guest's "done" address
+ *   0xd000_2000  the conversion doorbell
  */
 import { InvalidArgumentError } from '../core/errors.js';
 import { MiB } from '../core/units.js';
@@ -21,6 +24,7 @@ import type { Vcpu, VcpuOptions } from '../kvm/vcpu.js';
 import type { Vm } from '../kvm/vm.js';
 import { guestProgram } from './programs.js';
 import { ProbeGuest } from './probe-guest.js';
+import { SCRIPT_RESULTS_OFFSET, type GuestScript } from './convert-guest.js';
 
 export const LOW_RAM_BYTES = 2 * MiB;
 export const LOW_RAM_SLOT = 0;
@@ -122,4 +126,65 @@ export async function bootRealModeGuest(vm: Vm, id = 0): Promise<BootedGuest> {
     ram.close();
     throw error;
   }
+}
+
+/** The converting guest's conversion doorbell (see conversion/doorbell.ts). */
+export const CONVERSION_DOORBELL = 0xd000_2000n;
+/** The converting guest writes here when its script is done. */
+export const GUEST_DONE = 0xd000_1000n;
+/** Where vCPU i's script goes: SCRIPT_GPA + i x SCRIPT_STRIDE (results 0x8000 further). */
+export const SCRIPT_GPA = 0x12_0000;
+export const SCRIPT_STRIDE = 0x1_0000;
+/** vCPUs a converting guest can have (their scripts must fit below the stack). */
+export const CONVERT_MAX_VCPUS = Math.floor((STACK_TOP - SCRIPT_GPA) / SCRIPT_STRIDE);
+
+/** A booted converting guest: one vCPU per script. */
+export interface ConvertGuest {
+  readonly vcpus: readonly Vcpu[];
+  readonly lowRam: Mapping;
+  /** The results of vCPU `i`'s script so far, one signed u64 per step. */
+  results(i: number): bigint[];
+  /** Stops the vCPUs and unmaps low RAM (the VM stays). */
+  close(): Promise<void>;
+}
+
+/**
+ * Boots the converting guest (convert.S) at CPL3, one vCPU per script
+ * (ids 0..n-1), page tables mapping [0, gib GiB) (at least the doorbell's
+ * 4 GiB). Guest RAM for the conversions is the caller's.
+ */
+export async function bootConvertGuest(vm: Vm, options: { readonly scripts: readonly GuestScript[]; readonly gib?: number; readonly vcpu?: VcpuOptions }): Promise<ConvertGuest> {
+  const n = options.scripts.length;
+  if (n < 1 || n > CONVERT_MAX_VCPUS) throw new InvalidArgumentError(`a converting guest has 1 to ${CONVERT_MAX_VCPUS} vCPUs, not ${n}`);
+  const ram = lowRam(vm, guestProgram('convert'), Math.max(options.gib ?? 0, PROBE_MIN_GIB), PROGRAM_GPA);
+  const vcpus: Vcpu[] = [];
+  try {
+    options.scripts.forEach((script, i) => { loadImage(ram.bytes, 0, SCRIPT_GPA + i * SCRIPT_STRIDE, script.encode()); });
+    for (let i = 0; i < n; i++) {
+      const vcpu = await vm.createVcpu(i, options.vcpu);
+      vcpus.push(vcpu);
+      await vcpu.setup({
+        mode: 'long-user', entry: BigInt(PROGRAM_GPA), stack: BigInt(STACK_TOP), cr3: BigInt(PAGE_TABLES_GPA),
+        regs: { rsi: CONVERSION_DOORBELL, rdi: BigInt(SCRIPT_GPA + i * SCRIPT_STRIDE), rdx: GUEST_DONE },
+      });
+    }
+  } catch (error) {
+    for (const vcpu of vcpus) await vcpu.close();
+    ram.close();
+    throw error;
+  }
+  return {
+    vcpus,
+    lowRam: ram,
+    results(i: number): bigint[] {
+      const script = options.scripts[i];
+      if (!script) throw new InvalidArgumentError(`no vCPU ${i}`);
+      const view = new DataView(ram.bytes.buffer, ram.bytes.byteOffset + SCRIPT_GPA + i * SCRIPT_STRIDE + SCRIPT_RESULTS_OFFSET, script.length * 8);
+      return Array.from({ length: script.length }, (_, k) => view.getBigInt64(k * 8, true));
+    },
+    async close() {
+      for (const vcpu of vcpus) await vcpu.close();
+      ram.close();
+    },
+  };
 }

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 
 /** Programs guestmem ships. */
-export type GuestProgramName = 'probe' | 'realmode-io' | 'mmio-loop';
+export type GuestProgramName = 'probe' | 'realmode-io' | 'mmio-loop' | 'convert';
 
 const cache = new Map<GuestProgramName, Uint8Array>();
 
