@@ -96,6 +96,25 @@ function fail(call: string, errno: number, context: CallContext = {}, request?: 
   });
 }
 
+const EINTR = 4;
+/** Retries of a call a signal interrupted, before the EINTR is reported. */
+const EINTR_RETRIES = 100;
+
+/**
+ * Makes a call that returns a negative number on failure, again while a
+ * signal interrupts it (a profiler's SIGPROF, a vCPU kick aimed at another
+ * thread): ioctls such as KVM_CREATE_VM and fallocate on shmem return EINTR
+ * then, with nothing done. Returns the result and, on failure, the errno.
+ */
+function restarting(call: () => number): { result: number; errno: number } {
+  for (let attempt = 0; ; attempt++) {
+    const result = call();
+    if (result >= 0) return { result, errno: 0 };
+    const errno = lastErrno();
+    if (errno !== EINTR || attempt >= EINTR_RETRIES) return { result, errno };
+  }
+}
+
 /** The host page size (4096 on x86-64). */
 export const HOST_PAGE_BYTES: number = raw.sysconf(SC_PAGESIZE);
 
@@ -113,16 +132,16 @@ export function close(fd: number): void {
 
 /** ioctl with an integer argument; returns the (non-negative) result. */
 export function ioctlInt(fd: number, request: IoctlRequest, arg: number | bigint, context: CallContext = {}): number {
-  const r = raw.ioctlInt(fd, request.number, arg);
-  if (r < 0) fail('ioctl', lastErrno(), context, request.name);
-  return r;
+  const { result, errno } = restarting(() => raw.ioctlInt(fd, request.number, arg));
+  if (result < 0) fail('ioctl', errno, context, request.name);
+  return result;
 }
 
 /** ioctl with a pointer to `buf` (read and written in place by the kernel). */
 export function ioctlPtr(fd: number, request: IoctlRequest, buf: Uint8Array, context: CallContext = {}): number {
-  const r = raw.ioctlPtr(fd, request.number, buf);
-  if (r < 0) fail('ioctl', lastErrno(), context, request.name);
-  return r;
+  const { result, errno } = restarting(() => raw.ioctlPtr(fd, request.number, buf));
+  if (result < 0) fail('ioctl', errno, context, request.name);
+  return result;
 }
 
 /**
@@ -164,7 +183,8 @@ export function fallocate(fd: number, mode: number, offset: number, length: numb
     count(offset, 'fallocate', 'offset');
     throw new InvalidArgumentError(`fallocate: length must be a positive integer with offset + length below 2^53, got ${String(length)}`);
   }
-  if (raw.fallocate(fd, mode, offset, length) < 0) fail('fallocate', lastErrno(), { range: { offset, size: length }, ...context });
+  const { result, errno } = restarting(() => raw.fallocate(fd, mode, offset, length));
+  if (result < 0) fail('fallocate', errno, { range: { offset, size: length }, ...context });
 }
 
 export function memfdCreate(name: string, flags: number, context: CallContext = {}): number {
