@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { gccVersion, repoRoot } from './lib/native.js';
 import { toMarkdown, toTable, type BenchResult } from './lib/result.js';
+import { existsSync } from 'node:fs';
 import { runCalibration } from './calibration.bench.js';
+import { runConversionBench } from './conversion.bench.js';
 import { runKvmBench } from './kvm.bench.js';
 import { runTrackerBench } from './tracker.bench.js';
 
@@ -32,6 +34,7 @@ const results: BenchResult[] = [
   ...(!only || only.test('calibration.loop') ? runCalibration(log) : []),
   ...runTrackerBench({ ...(only ? { only } : {}), log }),
   ...await runKvmBench({ ...(only ? { only } : {}), log }),
+  ...await runConversionBench({ ...(only ? { only } : {}), log, kvm: existsSync('/dev/kvm') }),
 ];
 
 console.log(toTable(results));

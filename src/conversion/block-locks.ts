@@ -12,6 +12,24 @@ class FifoLock {
   private tail: Promise<void> = Promise.resolve();
   private holders = 0;
 
+  /** The release function if nobody holds or waits for the lock (taken without waiting); else undefined. */
+  tryAcquire(): (() => void) | undefined {
+    if (this.holders > 0) return undefined;
+    let release!: () => void;
+    // Later acquirers wait for this one's release, as they would for acquire()'s.
+    this.tail = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    this.holders++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.holders--;
+      release();
+    };
+  }
+
   /** Resolves with the release function once every earlier holder has released. */
   acquire(): Promise<() => void> {
     let release!: () => void;
@@ -42,21 +60,42 @@ class FifoLock {
 export class BlockLocks {
   private readonly locks = new Map<RamBlock, FifoLock>();
 
-  /** Takes the locks of `blocks` in gpa order; resolves with a function that releases them all. */
-  async acquire(blocks: readonly RamBlock[]): Promise<() => void> {
-    const ordered = [...new Set(blocks)].sort((a, b) => a.gpa - b.gpa);
+  /**
+   * Takes the locks of `blocks` at once when all are free (no wait, no
+   * promise); otherwise takes none and returns undefined.
+   */
+  tryAcquire(blocks: readonly RamBlock[]): (() => void) | undefined {
     const releases: (() => void)[] = [];
-    for (const block of ordered) {
-      let lock = this.locks.get(block);
-      if (!lock) {
-        lock = new FifoLock();
-        this.locks.set(block, lock);
+    for (const block of blocks) {
+      const release = this.lockOf(block).tryAcquire();
+      if (!release) {
+        for (const r of releases) r();
+        return undefined;
       }
-      releases.push(await lock.acquire());
+      releases.push(release);
     }
     return () => {
       for (let i = releases.length - 1; i >= 0; i--) releases[i]?.();
     };
+  }
+
+  /** Takes the locks of `blocks` in gpa order; resolves with a function that releases them all. */
+  async acquire(blocks: readonly RamBlock[]): Promise<() => void> {
+    const ordered = [...new Set(blocks)].sort((a, b) => a.gpa - b.gpa);
+    const releases: (() => void)[] = [];
+    for (const block of ordered) releases.push(await this.lockOf(block).acquire());
+    return () => {
+      for (let i = releases.length - 1; i >= 0; i--) releases[i]?.();
+    };
+  }
+
+  private lockOf(block: RamBlock): FifoLock {
+    let lock = this.locks.get(block);
+    if (!lock) {
+      lock = new FifoLock();
+      this.locks.set(block, lock);
+    }
+    return lock;
   }
 
   /** Requests holding or waiting for the lock of `block`. */

@@ -56,6 +56,8 @@ export interface RealCvmOptions extends CvmOptions {
   readonly firstSlot?: number;
   /** The memslot table to use; default the VM (a test wraps it to inject failures). */
   readonly memslots?: MemslotTable;
+  /** Largest memslot (memslot mechanism); see MemslotPrivateMemoryOptions. */
+  readonly maxSlotBytes?: number;
 }
 
 /** A guest's memory and its orchestrator. */
@@ -150,6 +152,7 @@ export function createCvmMemory(vm: Vm, options: RealCvmOptions): CvmMemory {
       privateMemory = new MemslotPrivateMemory(options.memslots ?? vm, {
         ...(options.slotLimit === undefined ? {} : { slotLimit: options.slotLimit }),
         ...(options.firstSlot === undefined ? {} : { firstSlot: options.firstSlot }),
+        ...(options.maxSlotBytes === undefined ? {} : { maxSlotBytes: options.maxSlotBytes }),
       });
     } else {
       let id = options.firstSlot ?? 1;

@@ -18,6 +18,14 @@
  * the middle of a private run costs four ioctls (delete one, create three),
  * converting it back four again.
  *
+ * An ioctl costs about 40 µs plus 0.33 µs per MiB of the slot it creates or
+ * deletes (KVM allocates and frees per-page metadata), and a little more for
+ * every slot the VM has (docs/conversion.md has the measurements). So slots
+ * are also cut at fixed cell boundaries (32 MiB for blocks up to 32 GiB,
+ * growing with the block so that its cells need at most 1024 slots): a 4 KiB
+ * conversion in a 1 TiB block re-lays slots of one cell, not of half a
+ * terabyte.
+ *
  * KVM allows a limited number of memslots (KVM_CAP_NR_MEMSLOTS); a change
  * that would need more is refused before any ioctl. vCPUs must be out of
  * KVM_RUN during a change: between the delete and the create a range has no
@@ -51,7 +59,17 @@ export interface MemslotPrivateMemoryOptions {
   readonly slotLimit?: number;
   /** Lowest slot id to use (lower ids are left to the caller, e.g. low RAM). Default 1. */
   readonly firstSlot?: number;
+  /**
+   * Largest memslot, in bytes (a power of two, at least 4 KiB): slots are
+   * cut at multiples of it. Default: per block, 32 MiB or block size / 1024,
+   * whichever is larger.
+   */
+  readonly maxSlotBytes?: number;
 }
+
+/** The default cell: 32 MiB, or larger so that a block has at most this many. */
+const DEFAULT_CELL = 32 * 1024 * 1024;
+const MAX_CELLS_PER_BLOCK = 1024;
 
 /** One run of a block's layout and its memslot. */
 interface Segment {
@@ -65,6 +83,8 @@ type Shape = Omit<Segment, 'slot'>;
 
 interface BlockLayout {
   readonly block: RamBlock;
+  /** Slots never cross a multiple of this. */
+  readonly cell: number;
   readonly guestMemfd: GuestMemfdStore;
   readonly sharedAddress: bigint;
   segments: Segment[];
@@ -79,6 +99,7 @@ export class MemslotPrivateMemory implements PrivateMemory {
   private readonly table: MemslotTable;
   private readonly limit: number;
   private readonly firstSlot: number;
+  private readonly maxSlotBytes: number | undefined;
   private readonly layouts = new Map<RamBlock, BlockLayout>();
   private ioctls = 0;
 
@@ -88,6 +109,11 @@ export class MemslotPrivateMemory implements PrivateMemory {
     if (!Number.isSafeInteger(limit) || limit < 1) throw new InvalidArgumentError(`memslot limit must be a positive integer, got ${String(limit)}`);
     this.limit = Math.min(limit, table.maxMemslots);
     this.firstSlot = options.firstSlot ?? 1;
+    const max = options.maxSlotBytes;
+    if (max !== undefined && (!Number.isSafeInteger(max) || max < 4096 || 2 ** Math.round(Math.log2(max)) !== max)) {
+      throw new InvalidArgumentError(`maxSlotBytes must be a power of two of at least 4 KiB, got ${String(max)}`);
+    }
+    this.maxSlotBytes = max;
   }
 
   get memslotsInUse(): number {
@@ -119,10 +145,13 @@ export class MemslotPrivateMemory implements PrivateMemory {
       throw new InvalidArgumentError(`memslot private memory: block '${block.name}' needs a guest_memfd private store, not ${block.private.kind}`);
     }
     if (!block.shared.mappable) throw new InvalidArgumentError(`memslot private memory: block '${block.name}': the shared store must be mappable`);
-    const layout: BlockLayout = { block, guestMemfd: block.private, sharedAddress: block.shared.map().start, segments: [] };
-    const whole: Shape[] = [{ start: 0, end: block.size, private: true }];
-    this.checkLimit(block, 0, 1);
-    layout.segments = this.relayout(layout, [], whole);
+    const cell = this.maxSlotBytes ?? Math.max(DEFAULT_CELL, 2 ** Math.ceil(Math.log2(block.size / MAX_CELLS_PER_BLOCK)));
+    const layout: BlockLayout = { block, cell, guestMemfd: block.private, sharedAddress: block.shared.map().start, segments: [] };
+    const whole = cut([{ start: 0, end: block.size, private: true }], cell);
+    this.checkLimit(block, 0, whole.length);
+    const segments = this.withSlots(block, whole, []);
+    this.relayout(layout, [], segments);
+    layout.segments = segments;
     this.layouts.set(block, layout);
   }
 
@@ -145,27 +174,39 @@ export class MemslotPrivateMemory implements PrivateMemory {
     const i0 = Math.max(0, indexOf(segments, first.offset) - 1);
     const i1 = Math.min(segments.length - 1, indexOf(segments, last.offset + last.size - 1) + 1);
     const before = segments.slice(i0, i1 + 1);
-    const after = flip(before, runs, toPrivate);
+    const after = cut(flip(before, runs, toPrivate), layout.cell);
     const { kept, deletes, creates } = diff(before, after);
     if (deletes.length === 0 && creates.length === 0) return NO_CHANGE;
     this.checkLimit(block, deletes.length, creates.length);
-    let applied: Segment[] | undefined;
+    // Everything is computed here, before the vCPUs are paused: apply() is
+    // the ioctls and two assignments (JavaScript right after a system call
+    // runs slowly on hosts whose system calls flush the TLB).
+    let made = this.withSlots(block, creates, deletes);
+    let window = merge(kept, made);
+    let next = splice(segments, before, window);
+    let applied = false;
     return {
       calls: deletes.length + creates.length,
       apply: () => {
         this.checkLimit(block, deletes.length, creates.length);
-        const made = this.relayout(layout, deletes, creates);
-        applied = [...kept, ...made].sort((a, b) => a.start - b.start);
-        layout.segments = splice(layout.segments, before, applied);
+        if (!this.slotsFree(made, deletes)) {
+          // Another block's conversion took an id since the plan.
+          made = this.withSlots(block, creates, deletes);
+          window = merge(kept, made);
+          next = splice(segments, before, window);
+        }
+        this.relayout(layout, deletes, made);
+        layout.segments = next;
+        applied = true;
       },
       revert: () => {
         if (!applied) return;
-        const now = applied;
-        const back = diff(now, before.map(shape));
+        const back = diff(window, before.map(shape));
         try {
-          const made = this.relayout(layout, back.deletes, back.creates);
-          layout.segments = splice(layout.segments, now, [...back.kept, ...made].sort((a, b) => a.start - b.start));
-          applied = undefined;
+          const again = this.withSlots(block, back.creates, back.deletes);
+          this.relayout(layout, back.deletes, again);
+          layout.segments = splice(layout.segments, window, merge(back.kept, again));
+          applied = false;
         } catch (error) {
           throw new InconsistentStateError(`block '${block.name}': the memslots could not be laid out again as before the conversion`, error);
         }
@@ -188,23 +229,43 @@ export class MemslotPrivateMemory implements PrivateMemory {
   }
 
   /**
-   * Deletes `deletes` and creates `creates`, all or nothing: on failure what
-   * was done is undone and the error rethrown (InconsistentStateError if
-   * the undo fails as well). Returns the created segments.
+   * Slot ids for `shapes`: first those of `freed` (deleted before these are
+   * created), then ids the VM does not use.
    */
-  private relayout(layout: BlockLayout, deletes: readonly Segment[], creates: readonly Shape[]): Segment[] {
+  private withSlots(block: RamBlock, shapes: readonly Shape[], freed: readonly Segment[]): Segment[] {
+    const reuse = freed.map((s) => s.slot);
+    let id = this.firstSlot;
+    return shapes.map((shape) => {
+      let slot = reuse.shift();
+      if (slot === undefined) {
+        while (id < this.table.maxMemslots && this.table.memslots.has(id)) id++;
+        if (id >= this.table.maxMemslots) throw conversionError('memslot-limit', `block '${block.name}': no free memslot id below ${this.table.maxMemslots}`);
+        slot = id++;
+      }
+      return { ...shape, slot };
+    });
+  }
+
+  /** True when the ids of `made` are free once `deletes` are deleted. */
+  private slotsFree(made: readonly Segment[], deletes: readonly Segment[]): boolean {
+    return made.every((s) => !this.table.memslots.has(s.slot) || deletes.some((d) => d.slot === s.slot));
+  }
+
+  /**
+   * Deletes `deletes` and creates `creates` (ids chosen), all or nothing: on
+   * failure what was done is undone and the error rethrown
+   * (InconsistentStateError if the undo fails as well).
+   */
+  private relayout(layout: BlockLayout, deletes: readonly Segment[], creates: readonly Segment[]): void {
     const undo: (() => void)[] = [];
-    const made: Segment[] = [];
     try {
       for (const segment of deletes) {
         this.ioctls++;
         this.table.deleteMemslot(segment.slot);
         undo.push(() => { this.create(layout, segment); });
       }
-      for (const shape of creates) {
-        const segment = { ...shape, slot: this.freeSlot(layout.block) };
+      for (const segment of creates) {
         this.create(layout, segment);
-        made.push(segment);
         undo.push(() => {
           this.ioctls++;
           this.table.deleteMemslot(segment.slot);
@@ -222,7 +283,6 @@ export class MemslotPrivateMemory implements PrivateMemory {
       throw error;
     }
     traceMemslotRelayout.emit(layout.block.name, deletes.length, creates.length, this.table.memslots.size);
-    return made;
   }
 
   private create(layout: BlockLayout, segment: Segment): void {
@@ -232,13 +292,6 @@ export class MemslotPrivateMemory implements PrivateMemory {
     this.table.setMemslot(segment.private
       ? { slot: segment.slot, gpa: block.gpa + segment.start, size, guestMemfd: layout.guestMemfd.guestMemfd, guestMemfdOffset: segment.start }
       : { slot: segment.slot, gpa: block.gpa + segment.start, size, userspaceAddr: layout.sharedAddress + BigInt(segment.start) });
-  }
-
-  private freeSlot(block: RamBlock): number {
-    for (let id = this.firstSlot; id < this.table.maxMemslots; id++) {
-      if (!this.table.memslots.has(id)) return id;
-    }
-    throw conversionError('memslot-limit', `block '${block.name}': no free memslot id below ${this.table.maxMemslots}`);
   }
 }
 
@@ -280,26 +333,50 @@ function flip(window: readonly Segment[], runs: readonly ByteRange[], toPrivate:
   return out;
 }
 
-/** Which segments stay, which go, which are new. */
+/**
+ * Which segments stay, which go, which are new: one merge walk over the two
+ * lists, both ascending and each a partition of the same window.
+ */
 function diff(before: readonly Segment[], after: readonly Shape[]): { kept: Segment[]; deletes: Segment[]; creates: Shape[] } {
-  const key = (s: Shape): string => `${s.start}:${s.end}:${s.private ? 'p' : 's'}`;
-  const old = new Map(before.map((s) => [key(s), s]));
   const kept: Segment[] = [];
+  const deletes: Segment[] = [];
   const creates: Shape[] = [];
+  let i = 0;
   for (const shape of after) {
-    const same = old.get(key(shape));
-    if (same) {
+    for (let old = before[i]; old && old.start < shape.start; old = before[++i]) deletes.push(old);
+    const same = before[i];
+    if (same?.start === shape.start && same.end === shape.end && same.private === shape.private) {
       kept.push(same);
-      old.delete(key(shape));
+      i++;
     } else {
       creates.push(shape);
     }
   }
-  return { kept, deletes: [...old.values()], creates };
+  deletes.push(...before.slice(i));
+  return { kept, deletes, creates };
+}
+
+/** The shapes cut at every multiple of `cell`. */
+function cut(shapes: readonly Shape[], cell: number): Shape[] {
+  const out: Shape[] = [];
+  for (const s of shapes) {
+    let p = s.start;
+    while (p < s.end) {
+      const e = Math.min(s.end, (Math.floor(p / cell) + 1) * cell);
+      out.push({ start: p, end: e, private: s.private });
+      p = e;
+    }
+  }
+  return out;
 }
 
 function shape(s: Segment): Shape {
   return { start: s.start, end: s.end, private: s.private };
+}
+
+/** Two disjoint segment lists as one, ascending. */
+function merge(a: readonly Segment[], b: readonly Segment[]): Segment[] {
+  return [...a, ...b].sort((x, y) => x.start - y.start);
 }
 
 /** `segments` with the contiguous window `out` replaced by `replacement`. */

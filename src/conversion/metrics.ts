@@ -14,6 +14,33 @@ export const CONVERSION_STEPS = [
 ] as const;
 export type ConversionStep = (typeof CONVERSION_STEPS)[number];
 
+/**
+ * A conversion's clock: each lap charges the time since the previous one to
+ * a step (one clock read per step).
+ */
+export class Laps {
+  private readonly start: number;
+  private last: number;
+  private readonly times: Partial<Record<ConversionStep, number>> = {};
+
+  constructor() {
+    this.start = this.last = Number(process.hrtime.bigint());
+  }
+
+  /** Charges the time since the last lap (or the start) to `step`. */
+  lap(step: ConversionStep): void {
+    const t = Number(process.hrtime.bigint());
+    this.times[step] = (this.times[step] ?? 0) + t - this.last;
+    this.last = t;
+  }
+
+  /** Stops the clock: the steps' times and the total. */
+  end(): Partial<Record<ConversionStep, number>> {
+    this.times.total = Number(process.hrtime.bigint()) - this.start;
+    return this.times;
+  }
+}
+
 /** Request sizes, as reports group them. */
 export const SIZE_CLASSES = ['4k', 'up-to-2m', 'up-to-1g', 'larger'] as const;
 export type SizeClass = (typeof SIZE_CLASSES)[number];
@@ -93,6 +120,14 @@ export class ConversionMetrics {
   /** Records one step's duration in nanoseconds. */
   time(step: ConversionStep, ns: number): void {
     this.steps[step].record(Math.max(1, Math.round(ns)));
+  }
+
+  /** Records every step a conversion timed. */
+  timeAll(timings: Partial<Record<ConversionStep, number>>): void {
+    for (const step of CONVERSION_STEPS) {
+      const ns = timings[step];
+      if (ns !== undefined) this.steps[step].record(Math.max(1, Math.round(ns)));
+    }
   }
 
   /** Counts a refusal. */

@@ -37,7 +37,7 @@ import { GiB, MiB, hex } from '../core/units.js';
 import type { BackingStore } from '../backing/backing-store.js';
 import { BlockLocks } from './block-locks.js';
 import type { GuestMemory, MemoryPiece, RamBlock } from './guest-memory.js';
-import { ConversionMetrics, type ConversionMetricsSnapshot, type ConversionStep, type StoreHolding } from './metrics.js';
+import { ConversionMetrics, Laps, type ConversionMetricsSnapshot, type ConversionStep, type StoreHolding } from './metrics.js';
 import type { PrivateMemory, PrivateMemoryChange } from './private-memory.js';
 import { conversionError, type ConversionRequest } from './request.js';
 
@@ -121,7 +121,6 @@ interface PendingDiscard {
   error: Error;
 }
 
-const now = (): number => Number(process.hrtime.bigint());
 
 /** Carries out conversion requests against a guest's memory. */
 export class ConversionOrchestrator {
@@ -211,8 +210,7 @@ export class ConversionOrchestrator {
    *         a malformed request object.
    */
   async convert(request: ConversionRequest): Promise<ConversionResult> {
-    const start = now();
-    const timings: Partial<Record<ConversionStep, number>> = {};
+    const clock = new Laps();
     traceKvmConvertMemory.emit(request.gpa, request.size, request.to === 'private' ? 'shared_to_private' : 'private_to_shared');
     let pieces: MemoryPiece[];
     try {
@@ -220,14 +218,14 @@ export class ConversionOrchestrator {
     } catch (error) {
       throw this.fail(request, error, 'validate', false);
     }
-    timings.validate = now() - start;
+    clock.lap('validate');
     const ram = pieces.filter((p): p is Extract<MemoryPiece, { kind: 'ram' }> => p.kind === 'ram');
-    if (ram.length === 0) return this.finish(request, start, timings, [], 0, [], []);
-    const t = now();
-    const release = await this.locks.acquire(ram.map((p) => p.block));
-    timings['lock-wait'] = now() - t;
+    if (ram.length === 0) return this.finish(request, clock, [], 0, [], []);
+    const blocks = ram.map((p) => p.block);
+    const release = this.locks.tryAcquire(blocks) ?? await this.locks.acquire(blocks);
+    clock.lap('lock-wait');
     try {
-      return await this.execute(request, ram, start, timings);
+      return await this.execute(request, ram, clock);
     } finally {
       release();
     }
@@ -338,29 +336,28 @@ export class ConversionOrchestrator {
       throw new InvalidArgumentError(`conversion gpa and size must be non-negative safe integers, got ${String(gpa)} and ${String(size)}`);
     }
     if (this.stopEvent) throw conversionError('stopped', `the VM is stopped: ${this.stopEvent.error.message}`, this.stopEvent.error);
-    const what = `${hex(gpa)}+${hex(size)} to ${to}`;
-    if (size === 0) throw conversionError('zero-size', `${what}: the range is empty`);
-    if (gpa % 4096 !== 0 || size % 4096 !== 0) throw conversionError('unaligned', `${what}: not 4 KiB aligned`);
+    const what = (): string => `${hex(gpa)}+${hex(size)} to ${to}`;
+    if (size === 0) throw conversionError('zero-size', `${what()}: the range is empty`);
+    if (gpa % 4096 !== 0 || size % 4096 !== 0) throw conversionError('unaligned', `${what()}: not 4 KiB aligned`);
     const granule = GRANULE[this.granularity];
     if (gpa % granule !== 0 || size % granule !== 0) {
-      throw conversionError('granularity', `${what}: the policy requires ${this.granularity} alignment`);
+      throw conversionError('granularity', `${what()}: the policy requires ${this.granularity} alignment`);
     }
     const pieces = this.memory.resolve(gpa, size);
     for (const piece of pieces) {
       if (piece.kind === 'unmapped') {
-        throw conversionError('outside-ram', `${what}: ${hex(piece.gpa)}+${hex(piece.size)} is not guest memory`);
+        throw conversionError('outside-ram', `${what()}: ${hex(piece.gpa)}+${hex(piece.size)} is not guest memory`);
       }
       if (piece.kind === 'hole' && to === 'private') {
-        throw conversionError('outside-ram', `${what}: ${hex(piece.gpa)}+${hex(piece.size)} is the MMIO hole '${piece.hole.name}', which cannot be private`);
+        throw conversionError('outside-ram', `${what()}: ${hex(piece.gpa)}+${hex(piece.size)} is the MMIO hole '${piece.hole.name}', which cannot be private`);
       }
     }
     return pieces;
   }
 
-  private async execute(request: ConversionRequest, ram: readonly Work['piece'][], start: number, timings: Partial<Record<ConversionStep, number>>): Promise<ConversionResult> {
+  private async execute(request: ConversionRequest, ram: readonly Work['piece'][], clock: Laps): Promise<ConversionResult> {
     const toPrivate = request.to === 'private';
     const work: Work[] = [];
-    const t0 = now();
     try {
       this.retryPending(ram.map((p) => p.block));
       this.refuseOverPending(request, ram);
@@ -374,19 +371,15 @@ export class ConversionOrchestrator {
     } catch (error) {
       throw this.fail(request, error, 'validate', false);
     }
-    timings.validate = (timings.validate ?? 0) + now() - t0;
+    clock.lap('validate');
     const changedBytes = work.reduce((n, w) => n + w.prepared.changedBytes, 0);
-    if (changedBytes === 0) return this.finish(request, start, timings, work, 0, [], []);
+    if (changedBytes === 0) return this.finish(request, clock, work, 0, [], []);
 
-    const add = (step: ConversionStep, since: number): void => {
-      timings[step] = (timings[step] ?? 0) + now() - since;
-    };
     let paused = false;
     if (this.privateMemory.needsPause && this.pauser) {
-      const t = now();
       await this.pauser.pause();
       paused = true;
-      add('pause', t);
+      clock.lap('pause');
     }
     const undo: (() => void)[] = [];
     const discardFailures: DiscardFailure[] = [];
@@ -395,25 +388,22 @@ export class ConversionOrchestrator {
       for (const w of work) {
         if (w.prepared.changedBytes === 0) continue;
         const block = w.piece.block;
-        let t = now();
         if (toPrivate) {
           step = 'listeners-discard';
           discardFailures.push(...w.prepared.notifyDiscard());
           undo.push(() => {
             w.prepared.revertDiscardNotice();
           });
-          add(step, t);
+          clock.lap(step);
         }
         step = 'private-memory';
-        t = now();
         w.change.apply();
         undo.push(() => {
           w.change.revert();
         });
-        add(step, t);
+        clock.lap(step);
         if (this.preallocate) {
           step = 'preallocate';
-          t = now();
           const destination = toPrivate ? block.private : block.shared;
           for (const run of w.prepared.changed) {
             destination.allocate(run.offset, run.size);
@@ -421,15 +411,14 @@ export class ConversionOrchestrator {
               destination.discard(run.offset, run.size);
             });
           }
-          add(step, t);
+          clock.lap(step);
         }
         step = 'tracker';
-        t = now();
         w.prepared.apply();
         undo.push(() => {
           discardFailures.push(...w.prepared.revert());
         });
-        add(step, t);
+        clock.lap(step);
       }
     } catch (error) {
       try {
@@ -442,14 +431,17 @@ export class ConversionOrchestrator {
       }
       throw this.fail(request, error, step, true);
     }
-    if (paused) this.pauser?.resume();
-    const commitFailures = this.commit(work, toPrivate, timings);
-    return this.finish(request, start, timings, work, changedBytes, discardFailures, commitFailures);
+    if (paused) {
+      this.pauser?.resume();
+      clock.lap('pause');
+    }
+    const commitFailures = this.commit(work, toPrivate);
+    clock.lap('commit');
+    return this.finish(request, clock, work, changedBytes, discardFailures, commitFailures);
   }
 
   /** Frees the side the pages left and exposes the side they joined. */
-  private commit(work: readonly Work[], toPrivate: boolean, timings: Partial<Record<ConversionStep, number>>): CommitFailure[] {
-    const t = now();
+  private commit(work: readonly Work[], toPrivate: boolean): CommitFailure[] {
     const failures: CommitFailure[] = [];
     for (const w of work) {
       const block = w.piece.block;
@@ -461,7 +453,6 @@ export class ConversionOrchestrator {
         into.expose(run.offset, run.size);
       }
     }
-    timings.commit = now() - t;
     if (failures.length > 0) {
       this.metrics.commitFailures += failures.length;
       if (this.onError === 'stop') this.stop(failures[0]?.error ?? new Error('commit failed'));
@@ -514,11 +505,10 @@ export class ConversionOrchestrator {
     }
   }
 
-  private finish(request: ConversionRequest, start: number, timings: Partial<Record<ConversionStep, number>>, work: readonly Work[],
+  private finish(request: ConversionRequest, clock: Laps, work: readonly Work[],
     changedBytes: number, discardFailures: readonly DiscardFailure[], commitFailures: readonly CommitFailure[]): ConversionResult {
     let double = 0;
     if (this.verify && changedBytes > 0) {
-      const t = now();
       for (const w of work) {
         for (const run of w.prepared.changed) {
           const a = w.piece.block.shared.residentPages(run.offset, run.size);
@@ -526,14 +516,14 @@ export class ConversionOrchestrator {
           if (a && b) double += bothResident(a, b) * 4096;
         }
       }
-      timings.verify = now() - t;
+      clock.lap('verify');
       this.metrics.doubleAllocatedAfterCommit += double;
     }
     const calls = work.reduce((n, w) => n + (w.prepared.changedBytes > 0 ? w.change.calls : 0), 0);
     this.metrics.privateMemoryCalls += calls;
     this.metrics.done(request.to, request.size, changedBytes);
-    timings.total = now() - start;
-    for (const [step, ns] of Object.entries(timings) as [ConversionStep, number][]) this.metrics.time(step, ns);
+    const timings = clock.end();
+    this.metrics.timeAll(timings);
     return { request, sequence: ++this.sequence, changedBytes, privateMemoryCalls: calls, discardFailures, commitFailures, doubleAllocatedBytes: double, timings };
   }
 

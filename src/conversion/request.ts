@@ -146,6 +146,10 @@ export function apiRequest(gpa: ByteCount, size: ByteCount, to: PageState, sourc
   }
   const g = toByteCount(gpa, 'conversion gpa');
   const s = toByteCount(size, 'conversion size');
+  // The common case in plain numbers; bigints only where a value is too large for them.
+  if (g !== undefined && s !== undefined && s !== 0 && g % PAGE === 0 && s % PAGE === 0 && g + s <= MAX_PHYS_ADDR) {
+    return { gpa: g, size: s, to, source, pageSize: PAGE };
+  }
   const big = (v: ByteCount, n: number | undefined): bigint => (n !== undefined ? BigInt(n) : BigInt(v));
   const range = checkGuestRange(big(gpa, g), big(size, s), `conversion of ${hex(gpa)}+${hex(size)} to ${to}`);
   return { ...range, to, source, pageSize: PAGE };

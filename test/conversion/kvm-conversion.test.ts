@@ -115,6 +115,25 @@ describe('conversions on KVM, private memory as memslots', () => {
     }
   });
 
+  it('cuts slots at cell boundaries, so a conversion re-lays only the cells it touches', async (t) => {
+    const vm = vmFor(t);
+    if (!vm) return;
+    const cvm = cvmOn(vm, { maxSlotBytes: MiB });
+    try {
+      assert.equal(slotsOf(vm, RAM, RAM_SIZE).length, 16);
+      const across = await cvm.orchestrator.convert(apiRequest(RAM + MiB - PAGE, 2 * PAGE, 'shared'));
+      assert.equal(across.privateMemoryCalls, 6, 'two cells: delete two, create four');
+      assert.deepEqual(slotsOf(vm, RAM, RAM_SIZE).slice(0, 5), ['0+ff000 private', 'ff000+1000 shared', '100000+1000 shared', '101000+ff000 private', '200000+100000 private']);
+      const back = await cvm.orchestrator.convert(apiRequest(RAM, RAM_SIZE, 'private'));
+      assert.equal(back.privateMemoryCalls, 6);
+      assert.equal(slotsOf(vm, RAM, RAM_SIZE).length, 16);
+      assert.throws(() => cvmOn(vm, { maxSlotBytes: 3 * PAGE }), /power of two/);
+    } finally {
+      cvm.close();
+      await vm.close();
+    }
+  });
+
   it('refuses a conversion that needs more memslots than allowed, changing nothing', async (t) => {
     const vm = vmFor(t);
     if (!vm) return;
