@@ -31,6 +31,7 @@ export type BackingKind = 'guest_memfd' | 'memfd' | 'memfd-thp' | 'hugetlb' | 's
 export interface HostMapping {
   /** The mapping's address in this process (0 for a simulated store). */
   readonly start: bigint;
+  /** Bytes mapped (the store's size). */
   readonly length: number;
   /** The memory itself (no copy); invalid once the store is closed. */
   readonly bytes: Uint8Array;
@@ -40,6 +41,7 @@ export interface HostMapping {
 export interface BackingStore {
   /** Name in errors and reports. */
   readonly name: string;
+  /** The mechanism behind the store. */
   readonly kind: BackingKind;
   /** Size in bytes. */
   readonly size: number;
@@ -51,6 +53,7 @@ export interface BackingStore {
   readonly ledger: BackingLedger;
   /** Whether {@link map} can give host access. */
   readonly mappable: boolean;
+  /** True once {@link close} was called. */
   readonly closed: boolean;
   /** Backs [offset, offset + size). */
   allocate(offset: ByteCount, size: ByteCount): void;
@@ -73,6 +76,7 @@ export interface BackingStore {
   map(): HostMapping;
   /** Releases the store's memory and descriptors. */
   close(): void;
+  /** The same as {@link close}, for `using`. */
   [Symbol.dispose](): void;
 }
 

@@ -19,6 +19,7 @@ import { BaseBackingStore, type HostMapping } from './backing-store.js';
 
 /** Options for {@link GuestMemfdStore.create}. */
 export interface GuestMemfdStoreOptions {
+  /** Name in errors (also the guest_memfd's name). */
   readonly name: string;
   /** Size in bytes, a multiple of 4 KiB. */
   readonly size: ByteCount;
@@ -30,6 +31,7 @@ export interface GuestMemfdStoreOptions {
 
 /** A guest_memfd holding private guest memory. */
 export class GuestMemfdStore extends BaseBackingStore {
+  /** Always `guest_memfd`. */
   readonly kind = 'guest_memfd' as const;
   readonly mappable: boolean;
   /** The guest_memfd (for memslots). */

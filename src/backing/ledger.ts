@@ -31,6 +31,10 @@ import type { ByteRange } from '../core/range.js';
 /** How the kernel backs a store's memory (see the module documentation). */
 export type PagingPolicy = 'base' | 'transparent-huge' | 'huge';
 
+/**
+ * Which bytes of a store are backed and which are requested, per 4 KiB page,
+ * with the paging policy's rules for huge pages (see the module documentation).
+ */
 export class BackingLedger {
   /** Store size in bytes. */
   readonly size: number;

@@ -54,6 +54,7 @@ const HUGE: Record<MemfdPages, number> = { '4k': 4 * KiB, thp: 2 * MiB, 'hugetlb
 
 /** A memfd holding shared guest memory. */
 export class MemfdStore extends BaseBackingStore {
+  /** `memfd`, `memfd-thp` or `hugetlb`, from the paging. */
   readonly kind: BackingKind;
   readonly mappable = true;
   /** The paging the store was created with. */

@@ -18,7 +18,9 @@ import { BaseBackingStore, type HostMapping } from './backing-store.js';
 
 /** Options for {@link SimulatedStore}. */
 export interface SimulatedStoreOptions {
+  /** Name in errors and reports. */
   readonly name: string;
+  /** Size in bytes: a non-zero multiple of the page size. */
   readonly size: ByteCount;
   /** 4 KiB (default), 2 MiB or 1 GiB pages. */
   readonly pageSize?: number;
@@ -40,6 +42,7 @@ const MAX_MAPPED = GiB;
 
 /** A backing store simulated in memory. */
 export class SimulatedStore extends BaseBackingStore {
+  /** Always `simulated`. */
   readonly kind = 'simulated' as const;
   readonly mappable: boolean;
   /** The simulated kernel's backed units: whole pages (hugetlb-like), else 4 KiB pages (THP splits). */

@@ -31,8 +31,11 @@ import { AttributesPrivateMemory, SimulatedPrivateMemory, type PrivateMemory } f
 
 /** A RAM block to create. */
 export interface RamSpec {
+  /** Name in errors, traces and reports. */
   readonly name: string;
+  /** Guest physical address of the first byte (4 KiB aligned). */
   readonly gpa: ByteCount;
+  /** Bytes (a multiple of 4 KiB, and of the shared page size). */
   readonly size: ByteCount;
   /** Paging of the shared side (real memory only). Default `4k`. */
   readonly sharedPages?: MemfdPages;
@@ -42,7 +45,9 @@ export interface RamSpec {
 
 /** Options shared by both kinds of guest memory. */
 export interface CvmOptions extends Omit<OrchestratorOptions, 'memory' | 'privateMemory'> {
+  /** The RAM blocks. */
   readonly ram: readonly RamSpec[];
+  /** MMIO holes (a range to shared over one is accepted and does nothing). */
   readonly holes?: readonly MmioHole[];
 }
 
@@ -62,8 +67,11 @@ export interface RealCvmOptions extends CvmOptions {
 
 /** A guest's memory and its orchestrator. */
 export class CvmMemory {
+  /** The blocks and holes. */
   readonly memory: GuestMemory;
+  /** The private-memory mechanism. */
   readonly privateMemory: PrivateMemory;
+  /** Carries out the conversions. */
   readonly orchestrator: ConversionOrchestrator;
   private readonly stores: readonly BackingStore[];
   private readonly onClose: () => void;
@@ -116,6 +124,7 @@ export class CvmMemory {
     if (failure) throw failure;
   }
 
+  /** The same as {@link close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -20,6 +20,7 @@ const PAGE = 4096;
 
 /** Options for {@link RamBlock}. */
 export interface RamBlockOptions {
+  /** Name in errors, traces and reports. */
   readonly name: string;
   /** Guest physical address of the block's first byte (4 KiB aligned). */
   readonly gpa: ByteCount;
@@ -37,13 +38,21 @@ export interface RamBlockOptions {
  * whole at creation (the guest may fault any page in while it is private).
  */
 export class RamBlock {
+  /** Name in errors, traces and reports. */
   readonly name: string;
+  /** Guest physical address of the first byte. */
   readonly gpa: number;
+  /** Bytes. */
   readonly size: number;
+  /** The block as a memory region (what listeners register sections of). */
   readonly region: MemoryRegion;
+  /** The region's discard manager: where listeners register. */
   readonly manager: RamDiscardManager;
+  /** The block's shared/private state (the tracker). */
   readonly attributes: RamBlockAttributes;
+  /** Where shared pages live. */
   readonly shared: BackingStore;
+  /** Where private pages live. */
   readonly private: BackingStore;
 
   constructor(options: RamBlockOptions) {
@@ -74,8 +83,11 @@ export class RamBlock {
 
 /** A stretch of guest physical addresses that is device memory, not RAM. */
 export interface MmioHole {
+  /** Name in errors. */
   readonly name: string;
+  /** Guest physical address of the first byte. */
   readonly gpa: number;
+  /** Bytes. */
   readonly size: number;
 }
 
@@ -87,7 +99,9 @@ export type MemoryPiece =
 
 /** The blocks and holes of a guest. */
 export class GuestMemory {
+  /** The RAM blocks, by guest physical address. */
   readonly blocks: readonly RamBlock[];
+  /** The MMIO holes, by guest physical address. */
   readonly holes: readonly MmioHole[];
   private readonly spans: readonly ({ readonly start: number; readonly end: number } & ({ readonly block: RamBlock } | { readonly hole: MmioHole }))[];
 

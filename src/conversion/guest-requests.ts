@@ -49,7 +49,9 @@ export interface GuestRequestsOptions {
 
 /** The exit handler that feeds guest requests to an orchestrator. */
 export class GuestRequests {
+  /** Where the requests go. */
   readonly orchestrator: ConversionOrchestrator;
+  /** The doorbell device, if any. */
   readonly doorbell: ConversionDoorbell | undefined;
   private readonly fallback: FallbackHandler;
   private readonly onRequest: ((record: GuestRequestRecord) => void) | undefined;

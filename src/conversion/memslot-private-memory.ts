@@ -44,9 +44,13 @@ import { conversionError } from './request.js';
 
 /** What the mechanism needs of a VM (a kvm Vm is one; tests wrap one to inject failures). */
 export interface MemslotTable {
+  /** KVM_CAP_NR_MEMSLOTS. */
   readonly maxMemslots: number;
+  /** The VM's memslots, by id. */
   readonly memslots: ReadonlyMap<number, Memslot>;
+  /** Creates (or changes) a memslot. */
   setMemslot(spec: MemslotSpec): MemslotChange;
+  /** Deletes a memslot. */
   deleteMemslot(slot: number): void;
 }
 
@@ -94,6 +98,7 @@ const NO_CHANGE: PrivateMemoryChange = Object.freeze({ calls: 0, apply: () => un
 
 /** Private memory as memslots over a guest_memfd and the shared memory. */
 export class MemslotPrivateMemory implements PrivateMemory {
+  /** Always `memslots`. */
   readonly kind = 'memslots' as const;
   readonly needsPause = true;
   private readonly table: MemslotTable;

@@ -12,6 +12,7 @@ import { GiB, MiB } from '../core/units.js';
 export const CONVERSION_STEPS = [
   'validate', 'lock-wait', 'pause', 'listeners-discard', 'private-memory', 'preallocate', 'tracker', 'commit', 'verify', 'total',
 ] as const;
+/** One of {@link CONVERSION_STEPS}. */
 export type ConversionStep = (typeof CONVERSION_STEPS)[number];
 
 /**
@@ -43,6 +44,7 @@ export class Laps {
 
 /** Request sizes, as reports group them. */
 export const SIZE_CLASSES = ['4k', 'up-to-2m', 'up-to-1g', 'larger'] as const;
+/** One of {@link SIZE_CLASSES}. */
 export type SizeClass = (typeof SIZE_CLASSES)[number];
 
 /** The size class of a request of `size` bytes. */
@@ -52,18 +54,27 @@ export function sizeClassOf(size: number): SizeClass {
 
 /** A latency distribution in nanoseconds. */
 export interface LatencySummary {
+  /** Samples. */
   readonly count: number;
+  /** Smallest. */
   readonly min: number;
+  /** Median. */
   readonly p50: number;
+  /** 90th percentile. */
   readonly p90: number;
+  /** 99th percentile. */
   readonly p99: number;
+  /** Largest. */
   readonly max: number;
+  /** Mean. */
   readonly mean: number;
 }
 
 /** What a store holds. */
 export interface StoreHolding {
+  /** The store's name. */
   readonly store: string;
+  /** The store's mechanism. */
   readonly kind: string;
   /** Bytes the ledger counts as (possibly) backed. */
   readonly ledgerBytes: number;
@@ -75,23 +86,29 @@ export interface StoreHolding {
 
 /** Everything at one moment. */
 export interface ConversionMetricsSnapshot {
+  /** Conversions carried out, by target state and size class. */
   readonly conversions: Readonly<Record<PageState, Readonly<Record<SizeClass, number>>>>;
   /** 4 KiB pages that changed state. */
   readonly pagesConverted: Readonly<Record<PageState, number>>;
   /** Requests that were valid but changed nothing (already in the target state). */
   readonly noChange: number;
+  /** Refused or failed requests, by reason. */
   readonly rejected: Readonly<Partial<Record<ConversionFailure, number>>>;
+  /** Latency per step, in nanoseconds. */
   readonly steps: Readonly<Record<ConversionStep, LatencySummary>>;
   /** Kernel calls made to change KVM's view (memslot ioctls or attribute ioctls). */
   readonly privateMemoryCalls: number;
+  /** Memslots the private-memory mechanism holds. */
   readonly memslotsInUse: number;
   /** Discards of the side pages left that failed after retries (memory held twice until retried). */
   readonly commitFailures: number;
+  /** Discards waiting for a retry. */
   readonly pendingDiscards: number;
   /** Pages resident on both sides right after a commit (0 unless a discard failed or huge pages strand). */
   readonly doubleAllocatedAfterCommit: number;
   /** Bytes resident on both sides at the last audit, and the most seen by any audit. */
   readonly doubleAllocated: { readonly current: number; readonly peak: number };
+  /** What each store holds. */
   readonly stores: readonly StoreHolding[];
 }
 
@@ -101,14 +118,23 @@ function zeroBySize(): Record<SizeClass, number> {
 
 /** The counters behind {@link ConversionMetricsSnapshot}. */
 export class ConversionMetrics {
+  /** Conversions carried out, by target state and size class. */
   readonly conversions: Record<PageState, Record<SizeClass, number>> = { private: zeroBySize(), shared: zeroBySize() };
+  /** 4 KiB pages that changed state, by target state. */
   readonly pagesConverted: Record<PageState, number> = { private: 0, shared: 0 };
+  /** Valid requests that changed nothing. */
   noChange = 0;
+  /** Refused or failed requests, by reason. */
   readonly rejected: Partial<Record<ConversionFailure, number>> = {};
+  /** Latency histograms per step, in nanoseconds. */
   readonly steps: Record<ConversionStep, RecordableHistogram>;
+  /** Kernel calls made to change KVM's view. */
   privateMemoryCalls = 0;
+  /** Discards that failed at commit after their retries. */
   commitFailures = 0;
+  /** Bytes found resident on both sides right after a commit, summed. */
   doubleAllocatedAfterCommit = 0;
+  /** Bytes resident on both sides at the last audit, and the most any audit saw. */
   doubleAllocated = { current: 0, peak: 0 };
 
   constructor() {

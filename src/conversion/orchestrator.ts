@@ -52,12 +52,15 @@ const GRANULE: Readonly<Record<GranularityPolicy, number>> = { '4k': 4096, '2m':
 export interface VcpuPauser {
   /** Resolves once no vCPU is in KVM_RUN; they stay out until resume(). Nests. */
   pause(): Promise<void>;
+  /** Ends one pause(). */
   resume(): void;
 }
 
 /** Options for {@link ConversionOrchestrator}. */
 export interface OrchestratorOptions {
+  /** The guest's memory. */
   readonly memory: GuestMemory;
+  /** The private-memory mechanism (see hostAbilities for the host's). */
   readonly privateMemory: PrivateMemory;
   /** Required alignment of requests. Default `4k`. */
   readonly granularity?: GranularityPolicy;
@@ -73,15 +76,21 @@ export interface OrchestratorOptions {
 
 /** A discard of the side pages left that did not succeed. */
 export interface CommitFailure {
+  /** The RAM block. */
   readonly block: string;
+  /** The store whose discard failed. */
   readonly store: string;
+  /** Block offset of the range. */
   readonly offset: number;
+  /** Bytes. */
   readonly size: number;
+  /** The last failure. */
   readonly error: Error;
 }
 
 /** What a conversion did. */
 export interface ConversionResult {
+  /** The request carried out. */
   readonly request: ConversionRequest;
   /**
    * Order in which conversions took effect (1, 2, ...): replaying the
@@ -104,6 +113,7 @@ export interface ConversionResult {
 
 /** Why the VM was stopped. */
 export interface StopEvent {
+  /** The failure that stopped it. */
   readonly error: Error;
 }
 
@@ -124,10 +134,15 @@ interface PendingDiscard {
 
 /** Carries out conversion requests against a guest's memory. */
 export class ConversionOrchestrator {
+  /** The guest's memory. */
   readonly memory: GuestMemory;
+  /** How KVM is told which pages are private. */
   readonly privateMemory: PrivateMemory;
+  /** The alignment every request must have. */
   readonly granularity: GranularityPolicy;
+  /** What a failure does to the VM. */
   readonly onError: ErrorPolicy;
+  /** Counters and latency histograms. */
   readonly metrics = new ConversionMetrics();
   private readonly preallocate: boolean;
   private readonly verify: boolean;

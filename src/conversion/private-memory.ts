@@ -39,6 +39,7 @@ export interface PrivateMemoryChange {
 
 /** KVM's view of which pages are private. */
 export interface PrivateMemory {
+  /** The mechanism. */
   readonly kind: PrivateMemoryKind;
   /** True when vCPUs must be out of KVM_RUN while a change is applied (memslots). */
   readonly needsPause: boolean;
@@ -75,6 +76,7 @@ export interface InjectedKernelFailure {
  * (which then cannot restore the view: InconsistentStateError).
  */
 export class SimulatedPrivateMemory implements PrivateMemory {
+  /** Always `simulated`. */
   readonly kind = 'simulated' as const;
   readonly needsPause = false;
   readonly memslotsInUse = 0;
@@ -187,6 +189,7 @@ const ATTRIBUTE_PRIVATE = 8;
  * private here, as guestmem's tracker starts private (KVM starts shared).
  */
 export class AttributesPrivateMemory implements PrivateMemory {
+  /** Always `attributes`. */
   readonly kind = 'attributes' as const;
   readonly needsPause = false;
   readonly memslotsInUse = 0;

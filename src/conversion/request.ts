@@ -13,16 +13,24 @@ import { ConversionError, InvalidArgumentError, type ConversionFailure } from '.
 import type { PageState } from '../core/ram-block-attributes.js';
 import { GiB, MAX_PHYS_ADDR, MiB, hex, toByteCount, type ByteCount } from '../core/units.js';
 
-/** KVM's hypercall error numbers (include/uapi/linux/kvm_para.h); the guest sees them negated. */
+// KVM's hypercall error numbers (include/uapi/linux/kvm_para.h); the guest sees them negated.
+/** The guest may not make the call (not at CPL0). */
 export const KVM_EPERM = 1;
+/** Too big: guestmem's answer when a conversion would need more memslots than allowed. */
 export const KVM_E2BIG = 7;
+/** The host could not carry the request out (a listener's veto, a kernel error). */
 export const KVM_EFAULT = 14;
+/** The request is invalid (arguments, alignment, outside guest RAM). */
 export const KVM_EINVAL = 22;
+/** No such hypercall. */
 export const KVM_ENOSYS = 1000;
 
-/** MAP_GPA_RANGE attribute bits (arch/x86/include/uapi/asm/kvm_para.h). */
+// MAP_GPA_RANGE attribute bits (arch/x86/include/uapi/asm/kvm_para.h).
+/** The guest uses 2 MiB pages for the range (it must be 2 MiB aligned). */
 export const MAP_GPA_RANGE_PAGE_SZ_2M = 1n << 0n;
+/** The guest uses 1 GiB pages for the range (it must be 1 GiB aligned). */
 export const MAP_GPA_RANGE_PAGE_SZ_1G = 1n << 1n;
+/** Encrypted: make the range private (clear: shared). */
 export const MAP_GPA_RANGE_ENCRYPTED = 1n << 4n;
 const MAP_GPA_RANGE_KNOWN = MAP_GPA_RANGE_PAGE_SZ_2M | MAP_GPA_RANGE_PAGE_SZ_1G | MAP_GPA_RANGE_ENCRYPTED;
 
@@ -41,7 +49,9 @@ export interface ConversionRequest {
   readonly gpa: number;
   /** Bytes, a non-zero multiple of 4 KiB. */
   readonly size: number;
+  /** The state the range is to be in. */
   readonly to: PageState;
+  /** Where the request came from. */
   readonly source: ConversionSource;
   /**
    * The page size the guest declared for the range (MAP_GPA_RANGE's size
@@ -73,9 +83,11 @@ export function conversionError(reason: ConversionFailure, message: string, caus
 
 /** The raw MAP_GPA_RANGE arguments (a hypercall's args[0..2], or the doorbell's registers). */
 export interface MapGpaRangeArgs {
+  /** args[0]: the first guest physical address. */
   readonly gpa: bigint;
   /** In 4 KiB pages. */
   readonly npages: bigint;
+  /** args[2]: MAP_GPA_RANGE_* bits. */
   readonly attributes: bigint;
 }
 
@@ -110,8 +122,11 @@ export function decodeMapGpaRange(args: MapGpaRangeArgs, source: 'hypercall' | '
 
 /** A KVM_EXIT_MEMORY_FAULT's fields. */
 export interface MemoryFaultArgs {
+  /** First guest physical address of the access. */
   readonly gpa: bigint;
+  /** Bytes. */
   readonly size: bigint;
+  /** KVM_MEMORY_EXIT_FLAG_* bits. */
   readonly flags: bigint;
 }
 

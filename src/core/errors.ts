@@ -283,7 +283,9 @@ export type ConversionFailure =
  */
 export class ConversionError extends GuestmemError {
   declare readonly code: 'ERR_CONVERSION';
+  /** Why. */
   readonly reason: ConversionFailure;
+  /** What the guest is told: a negative KVM error. */
   readonly guestStatus: number;
 
   constructor(reason: ConversionFailure, guestStatus: number, message: string, options?: { cause?: unknown }) {

@@ -140,7 +140,9 @@ export const CONVERT_MAX_VCPUS = Math.floor((STACK_TOP - SCRIPT_GPA) / SCRIPT_ST
 
 /** A booted converting guest: one vCPU per script. */
 export interface ConvertGuest {
+  /** One vCPU per script, ids 0..n-1. */
   readonly vcpus: readonly Vcpu[];
+  /** Low RAM (page tables, program, scripts and results), mapped in this process. */
   readonly lowRam: Mapping;
   /** The results of vCPU `i`'s script so far, one signed u64 per step. */
   results(i: number): bigint[];

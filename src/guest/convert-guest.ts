@@ -38,26 +38,32 @@ export class GuestScript {
     return this.convert(gpa, size / 4096, (to === 'private' ? MAP_GPA_RANGE_ENCRYPTED : 0n) | sizeBits);
   }
 
+  /** The guest writes the u64 `value` at `gpa`. */
   write64(gpa: bigint | number, value: bigint): number {
     return this.push([SCRIPT_OP.write64, BigInt(gpa), BigInt.asUintN(64, value), 0n]);
   }
 
+  /** The guest reads the u64 at `gpa`. */
   read64(gpa: bigint | number): number {
     return this.push([SCRIPT_OP.read64, BigInt(gpa), 0n, 0n]);
   }
 
+  /** The guest fills [gpa, gpa + bytes) with the u64 `value`. */
   fill64(gpa: bigint | number, bytes: number, value: bigint): number {
     return this.push([SCRIPT_OP.fill64, BigInt(gpa), BigInt(bytes), BigInt.asUintN(64, value)]);
   }
 
+  /** The guest sums the u64s of [gpa, gpa + bytes). */
   sum64(gpa: bigint | number, bytes: number): number {
     return this.push([SCRIPT_OP.sum64, BigInt(gpa), BigInt(bytes), 0n]);
   }
 
+  /** The guest writes the u32 `value` at `gpa` (a 4-byte access). */
   write32(gpa: bigint | number, value: number): number {
     return this.push([SCRIPT_OP.write32, BigInt(gpa), BigInt(value >>> 0), 0n]);
   }
 
+  /** The guest writes the byte `value` at `gpa` (a 1-byte access). */
   write8(gpa: bigint | number, value: number): number {
     return this.push([SCRIPT_OP.write8, BigInt(gpa), BigInt(value & 0xff), 0n]);
   }

@@ -16,13 +16,19 @@ const USER_ADDRESS_END = 0x7fff_ffff_f000n;
 
 /** A memslot as KVM holds it. */
 export interface Memslot {
+  /** Slot id. */
   readonly slot: number;
+  /** KVM_MEM_* flags. */
   readonly flags: number;
+  /** Guest physical address of the first byte. */
   readonly gpa: bigint;
+  /** Bytes. */
   readonly size: number;
+  /** Host address behind the slot (0 for a guest_memfd-only slot). */
   readonly userspaceAddr: bigint;
   /** For a guest_memfd slot: which file (an identity) and where in it. */
   readonly guestMemfd: GuestMemfdRef | undefined;
+  /** Where in the guest_memfd the slot starts. */
   readonly guestMemfdOffset: number;
 }
 

@@ -23,12 +23,15 @@ export type ExitHandler = (vcpu: Vcpu, exit: VcpuExit) => ExitDecision | Promise
 
 /** How a vCPU's loop ended. */
 export interface VcpuOutcome {
+  /** The vCPU id. */
   readonly vcpu: number;
   /** The handler's reason, `stopped: <reason>` after stop(), or the error that ended the loop. */
   readonly reason: string;
   /** The last exit seen. */
   readonly exit: VcpuExit | undefined;
+  /** Exits handled (kicks not counted). */
   readonly exits: number;
+  /** What ended the loop, when it was an error. */
   readonly error?: Error;
 }
 
@@ -36,6 +39,7 @@ type LoopState = 'parked' | 'in-run' | 'handling' | 'done';
 
 /** The vCPU loops of a VM. */
 export class VmRunner {
+  /** The vCPUs it runs. */
   readonly vcpus: readonly Vcpu[];
   private readonly handler: ExitHandler;
   private readonly states = new Map<Vcpu, LoopState>();
@@ -89,6 +93,7 @@ export class VmRunner {
     }
   }
 
+  /** Ends one pause(); the last lets the vCPUs run again. */
   resume(): void {
     if (this.depth === 0) throw new InvalidArgumentError('resume() without pause()');
     this.depth--;

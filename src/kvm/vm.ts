@@ -20,7 +20,9 @@ export interface VmOptions {
 
 /** A memslot to set. */
 export interface MemslotSpec {
+  /** Slot id, below KVM_CAP_NR_MEMSLOTS. */
   readonly slot: number;
+  /** Guest physical address of the slot (4 KiB aligned). */
   readonly gpa: bigint | number;
   /** Bytes; a multiple of 4 KiB. */
   readonly size: number;
@@ -28,12 +30,17 @@ export interface MemslotSpec {
   readonly userspaceAddr?: bigint;
   /** For a guest_memfd slot: the file, and where in it the slot starts. */
   readonly guestMemfd?: GuestMemfd;
+  /** Where in the guest_memfd the slot starts (4 KiB aligned). Default 0. */
   readonly guestMemfdOffset?: number;
+  /** KVM_MEM_READONLY: guest writes exit as MMIO. */
   readonly readonly?: boolean;
+  /** KVM_MEM_LOG_DIRTY_PAGES: track dirty pages. */
   readonly logDirtyPages?: boolean;
 }
 
+/** A VM and the memslots, guest_memfd stores and vCPUs made on it. */
 export class Vm {
+  /** The /dev/kvm the VM was created on. */
   readonly kvm: Kvm;
   /** The VM fd. */
   readonly fd: KvmVm;
