@@ -14,40 +14,36 @@ class FifoLock {
 
   /** The release function if nobody holds or waits for the lock (taken without waiting); else undefined. */
   tryAcquire(): (() => void) | undefined {
-    if (this.holders > 0) return undefined;
-    let release!: () => void;
-    // Later acquirers wait for this one's release, as they would for acquire()'s.
-    this.tail = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    this.holders++;
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      this.holders--;
-      release();
-    };
+    return this.holders > 0 ? undefined : this.enqueue().release;
   }
 
   /** Resolves with the release function once every earlier holder has released. */
   acquire(): Promise<() => void> {
-    let release!: () => void;
-    const next = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    const { previous, release } = this.enqueue();
+    return previous.then(() => release);
+  }
+
+  /**
+   * Joins the queue: the next acquirer waits for this one's release. Returns
+   * what this one waits for and its release function (idempotent).
+   */
+  private enqueue(): { previous: Promise<void>; release: () => void } {
+    let resolve!: () => void;
     const previous = this.tail;
-    this.tail = next;
+    this.tail = new Promise<void>((r) => {
+      resolve = r;
+    });
     this.holders++;
-    return previous.then(() => {
-      let done = false;
-      return () => {
+    let done = false;
+    return {
+      previous,
+      release: () => {
         if (done) return;
         done = true;
         this.holders--;
-        release();
-      };
-    });
+        resolve();
+      },
+    };
   }
 
   /** Holders and waiters. */
