@@ -41,6 +41,8 @@ export interface RamSpec {
   readonly sharedPages?: MemfdPages;
   /** Page size of the shared side (simulated memory only): 4 KiB, 2 MiB or 1 GiB. Default 4 KiB. */
   readonly sharedPageSize?: number;
+  /** With huge shared pages (simulated memory only): like hugetlb (`huge`, the default) or like shmem THP. */
+  readonly sharedPolicy?: 'huge' | 'transparent-huge';
 }
 
 /** Options shared by both kinds of guest memory. */
@@ -104,7 +106,7 @@ export class CvmMemory {
     const stopped = this.orchestrator.onStop((event) => { runner.stop(event.error.message); });
     const done = runner.run().finally(() => {
       stopped.dispose();
-      this.orchestrator.attachPauser(undefined);
+      this.orchestrator.detachPauser(runner);
     });
     return { runner, requests, done };
   }
@@ -114,6 +116,9 @@ export class CvmMemory {
    * when one step fails; then throws the first failure.
    */
   close(): void {
+    if (this.orchestrator.busy) {
+      throw new InvalidArgumentError('guest memory cannot be closed while conversions are in flight: await them (or stop the VM) first');
+    }
     let failure: Error | undefined;
     try {
       this.onClose();
@@ -199,7 +204,7 @@ export function createSimulatedCvmMemory(options: SimulatedCvmOptions): CvmMemor
     const size = toSafeByteCount(spec.size, `RAM block '${spec.name}': size`);
     const pageSize = spec.sharedPageSize ?? 4096;
     if (size % pageSize !== 0) throw new InvalidArgumentError(`RAM block '${spec.name}': size ${hex(size)} is not a multiple of its shared page size ${hex(pageSize)}`);
-    const shared = new SimulatedStore({ name: `${spec.name}:shared`, size, pageSize });
+    const shared = new SimulatedStore({ name: `${spec.name}:shared`, size, pageSize, ...(spec.sharedPolicy ? { policy: spec.sharedPolicy } : {}) });
     const priv = new SimulatedStore({ name: `${spec.name}:private`, size });
     stores.push(shared, priv);
     blocks.push(new RamBlock({ name: spec.name, gpa: spec.gpa, size, shared, private: priv }));

@@ -114,6 +114,9 @@ export class MemslotPrivateMemory implements PrivateMemory {
     if (!Number.isSafeInteger(limit) || limit < 1) throw new InvalidArgumentError(`memslot limit must be a positive integer, got ${String(limit)}`);
     this.limit = Math.min(limit, table.maxMemslots);
     this.firstSlot = options.firstSlot ?? 1;
+    if (!Number.isSafeInteger(this.firstSlot) || this.firstSlot < 0 || this.firstSlot >= table.maxMemslots) {
+      throw new InvalidArgumentError(`firstSlot must be an integer from 0 to ${table.maxMemslots - 1}, got ${String(options.firstSlot)}`);
+    }
     const max = options.maxSlotBytes;
     if (max !== undefined && (!Number.isSafeInteger(max) || max < 4096 || 2 ** Math.round(Math.log2(max)) !== max)) {
       throw new InvalidArgumentError(`maxSlotBytes must be a power of two of at least 4 KiB, got ${String(max)}`);

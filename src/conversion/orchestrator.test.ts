@@ -336,6 +336,93 @@ describe('conversion orchestrator (simulated)', () => {
     });
   });
 
+  describe('stopping', () => {
+    /** A pauser whose pause() waits for `open()`, counting pauses in effect. */
+    const gate = (): VcpuPauser & { open: () => void; depth: number } => {
+      let resolvers: (() => void)[] = [];
+      const g = {
+        depth: 0,
+        pause: () => {
+          g.depth++;
+          return new Promise<void>((resolve) => resolvers.push(resolve));
+        },
+        resume: () => {
+          g.depth--;
+        },
+        open: () => {
+          const r = resolvers;
+          resolvers = [];
+          for (const f of r) f();
+        },
+      };
+      return g;
+    };
+    const pausing = (): SimulatedPrivateMemory => {
+      const kvm = new SimulatedPrivateMemory();
+      Object.defineProperty(kvm, 'needsPause', { value: true });
+      return kvm;
+    };
+
+    it('a request waiting for its block when the VM stops is refused', async () => {
+      const s = await sim({ onError: 'stop', privateMemory: pausing() });
+      const pauser = gate();
+      s.cvm.orchestrator.attachPauser(pauser);
+      at(s.listeners, 0).refuse = () => true;
+      const first = convert(s, A, 0x1000, 'shared');
+      const second = convert(s, A + 0x10000, 0x1000, 'shared');
+      await new Promise((resolve) => setImmediate(resolve));
+      const before = cvmState(s.cvm);
+      pauser.open();
+      await assert.rejects(first, (e: unknown) => e instanceof ConversionError && e.reason === 'listener-veto');
+      await assert.rejects(second, (e: unknown) => e instanceof ConversionError && e.reason === 'stopped');
+      assert.deepEqual(cvmState(s.cvm), before);
+      assert.equal(pauser.depth, 0);
+    });
+
+    it('a request waiting for the vCPUs when the VM stops is refused, and resumes them', async () => {
+      const s = await sim({ privateMemory: pausing() });
+      const pauser = gate();
+      s.cvm.orchestrator.attachPauser(pauser);
+      const before = cvmState(s.cvm);
+      const pending = convert(s, A, 0x1000, 'shared');
+      await new Promise((resolve) => setImmediate(resolve));
+      // Detaching meanwhile does not change which pauser is resumed.
+      s.cvm.orchestrator.detachPauser(pauser);
+      s.cvm.orchestrator.stop(new Error('operator stop'));
+      pauser.open();
+      await assert.rejects(pending, (e: unknown) => e instanceof ConversionError && e.reason === 'stopped');
+      assert.deepEqual(cvmState(s.cvm), before);
+      assert.equal(pauser.depth, 0);
+    });
+
+    it('guest memory is not closed under a conversion in flight', async () => {
+      const s = await sim({ privateMemory: pausing() });
+      const pauser = gate();
+      s.cvm.orchestrator.attachPauser(pauser);
+      const pending = convert(s, A, 0x1000, 'shared');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.throws(() => { s.cvm.close(); }, InvalidArgumentError);
+      pauser.open();
+      await pending;
+      s.cvm.close();
+    });
+  });
+
+  describe('huge shared pages', () => {
+    for (const policy of ['huge', 'transparent-huge'] as const) {
+      it(`a rolled-back preallocation frees the whole ${policy} page it backed`, async () => {
+        const s = await sim({ preallocate: true, ram: [{ name: 'a', gpa: A, size: 8 * MiB, sharedPageSize: 2 * MiB, sharedPolicy: policy }, { name: 'b', gpa: B, size: 8 * MiB }, { name: 'c', gpa: C, size: 4 * MiB }] });
+        const before = cvmState(s.cvm);
+        at(s.listeners, 0).refuse = () => true;
+        await refused(s, A + 0x3000, 0x1000, 'shared');
+        assert.deepEqual(cvmState(s.cvm), before);
+        at(s.listeners, 0).refuse = () => false;
+        await convert(s, A + 0x3000, 0x1000, 'shared');
+        assert.equal(instance(s.a.shared, SimulatedStore).kernelBackedBytes(), 2 * MiB);
+      });
+    }
+  });
+
   describe('concurrency', () => {
     it('requests from many callers at once end as a serial replay of them in sequence order', async () => {
       // A pauser that takes a while, so that conversions interleave at every await.

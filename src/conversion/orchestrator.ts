@@ -152,6 +152,7 @@ export class ConversionOrchestrator {
   private readonly stopListeners: ((event: StopEvent) => void)[] = [];
   private pauser: VcpuPauser | undefined;
   private sequence = 0;
+  private inFlight = 0;
   private stopEvent: StopEvent | undefined;
 
   /**
@@ -193,8 +194,18 @@ export class ConversionOrchestrator {
   }
 
   /** Lets the orchestrator hold vCPUs out of KVM_RUN while KVM's view changes. */
-  attachPauser(pauser: VcpuPauser | undefined): void {
+  attachPauser(pauser: VcpuPauser): void {
     this.pauser = pauser;
+  }
+
+  /** Stops using `pauser` (if it is the one attached); conversions pausing it now still resume it. */
+  detachPauser(pauser: VcpuPauser): void {
+    if (this.pauser === pauser) this.pauser = undefined;
+  }
+
+  /** True while a conversion is between its lock and its answer. */
+  get busy(): boolean {
+    return this.inFlight > 0;
   }
 
   /** Calls `listener` when the VM is stopped. */
@@ -213,7 +224,14 @@ export class ConversionOrchestrator {
   stop(error: Error): void {
     if (this.stopEvent) return;
     this.stopEvent = { error };
-    for (const listener of [...this.stopListeners]) listener(this.stopEvent);
+    for (const listener of [...this.stopListeners]) {
+      try {
+        listener(this.stopEvent);
+      } catch (listenerError) {
+        // The VM is stopped either way; a listener's failure must not hide that.
+        traceConversionRollback.emit(0, 0, 'stop', `a stop listener failed: ${listenerError instanceof Error ? listenerError.message : String(listenerError)}`);
+      }
+    }
   }
 
   /**
@@ -237,12 +255,17 @@ export class ConversionOrchestrator {
     const ram = pieces.filter((p): p is Extract<MemoryPiece, { kind: 'ram' }> => p.kind === 'ram');
     if (ram.length === 0) return this.finish(request, clock, [], 0, [], []);
     const blocks = ram.map((p) => p.block);
-    const release = this.locks.tryAcquire(blocks) ?? await this.locks.acquire(blocks);
-    clock.lap('lock-wait');
+    this.inFlight++;
     try {
-      return await this.execute(request, ram, clock);
+      const release = this.locks.tryAcquire(blocks) ?? await this.locks.acquire(blocks);
+      clock.lap('lock-wait');
+      try {
+        return await this.execute(request, ram, clock);
+      } finally {
+        release();
+      }
     } finally {
-      release();
+      this.inFlight--;
     }
   }
 
@@ -350,7 +373,7 @@ export class ConversionOrchestrator {
     if (!Number.isSafeInteger(gpa) || gpa < 0 || !Number.isSafeInteger(size) || size < 0) {
       throw new InvalidArgumentError(`conversion gpa and size must be non-negative safe integers, got ${String(gpa)} and ${String(size)}`);
     }
-    if (this.stopEvent) throw conversionError('stopped', `the VM is stopped: ${this.stopEvent.error.message}`, this.stopEvent.error);
+    this.refuseIfStopped();
     const what = (): string => `${hex(gpa)}+${hex(size)} to ${to}`;
     if (size === 0) throw conversionError('zero-size', `${what()}: the range is empty`);
     if (gpa % 4096 !== 0 || size % 4096 !== 0) throw conversionError('unaligned', `${what()}: not 4 KiB aligned`);
@@ -374,6 +397,8 @@ export class ConversionOrchestrator {
     const toPrivate = request.to === 'private';
     const work: Work[] = [];
     try {
+      // The VM may have stopped while this request waited for its lock.
+      this.refuseIfStopped();
       this.retryPending(ram.map((p) => p.block));
       this.refuseOverPending(request, ram);
       for (const piece of ram) {
@@ -390,11 +415,16 @@ export class ConversionOrchestrator {
     const changedBytes = work.reduce((n, w) => n + w.prepared.changedBytes, 0);
     if (changedBytes === 0) return this.finish(request, clock, work, 0, [], []);
 
-    let paused = false;
-    if (this.privateMemory.needsPause && this.pauser) {
-      await this.pauser.pause();
-      paused = true;
+    // The pauser paused is the one resumed, whatever is attached meanwhile.
+    const pauser = this.privateMemory.needsPause ? this.pauser : undefined;
+    if (pauser) {
+      await pauser.pause();
       clock.lap('pause');
+      // Or while it waited for the vCPUs (a stop ends their loops, which ends the wait).
+      if (this.stopEvent) {
+        pauser.resume();
+        throw this.fail(request, conversionError('stopped', `the VM stopped: ${this.stopEvent.error.message}`, this.stopEvent.error), 'pause', false);
+      }
     }
     const undo: (() => void)[] = [];
     const discardFailures: DiscardFailure[] = [];
@@ -421,9 +451,12 @@ export class ConversionOrchestrator {
           step = 'preallocate';
           const destination = toPrivate ? block.private : block.shared;
           for (const run of w.prepared.changed) {
+            // With huge pages an allocation backs whole pages: the undo frees all it backed.
+            const fresh = destination.ledger.unbackedRuns(destination.ledger.allocationSpan(run.offset, run.size));
             destination.allocate(run.offset, run.size);
             undo.push(() => {
               destination.discard(run.offset, run.size);
+              for (const f of fresh) destination.discard(f.offset, f.size);
             });
           }
           clock.lap(step);
@@ -442,12 +475,13 @@ export class ConversionOrchestrator {
         const why = error instanceof Error ? error.message : String(error);
         throw this.fail(request, new InconsistentStateError(`conversion ${hex(request.gpa)}+${hex(request.size)} to ${request.to} failed at ${step} (${why}) and could not be undone`, undoError), step, true);
       } finally {
-        if (paused) this.pauser?.resume();
+        pauser?.resume();
       }
       throw this.fail(request, error, step, true);
     }
-    if (paused) {
-      this.pauser?.resume();
+    // From here on the conversion has happened: nothing may throw.
+    if (pauser) {
+      pauser.resume();
       clock.lap('pause');
     }
     const commitFailures = this.commit(work, toPrivate);
@@ -465,7 +499,14 @@ export class ConversionOrchestrator {
       for (const run of w.prepared.changed) {
         const failure = this.discard(block, from, run);
         if (failure) failures.push(failure);
-        into.expose(run.offset, run.size);
+        try {
+          into.expose(run.offset, run.size);
+        } catch (error) {
+          // Only the ledger's view of the side joined: reported, nothing held twice.
+          const e = error instanceof Error ? error : new Error(String(error));
+          traceConversionRollback.emit(block.gpa + run.offset, run.size, 'commit', `expose of '${into.name}' failed: ${e.message}`);
+          failures.push({ block: block.name, store: into.name, offset: run.offset, size: run.size, error: e });
+        }
       }
     }
     if (failures.length > 0) {
@@ -526,9 +567,14 @@ export class ConversionOrchestrator {
     if (this.verify && changedBytes > 0) {
       for (const w of work) {
         for (const run of w.prepared.changed) {
-          const a = w.piece.block.shared.residentPages(run.offset, run.size);
-          const b = w.piece.block.private.residentPages(run.offset, run.size);
-          if (a && b) double += bothResident(a, b) * 4096;
+          try {
+            const a = w.piece.block.shared.residentPages(run.offset, run.size);
+            const b = w.piece.block.private.residentPages(run.offset, run.size);
+            if (a && b) double += bothResident(a, b) * 4096;
+          } catch (error) {
+            // A check, after the fact: its failure is traced, the conversion stands.
+            traceConversionRollback.emit(w.piece.block.gpa + run.offset, run.size, 'verify', error instanceof Error ? error.message : String(error));
+          }
         }
       }
       clock.lap('verify');
@@ -561,6 +607,10 @@ export class ConversionOrchestrator {
       this.stop(result);
     }
     return result;
+  }
+
+  private refuseIfStopped(): void {
+    if (this.stopEvent) throw conversionError('stopped', `the VM is stopped: ${this.stopEvent.error.message}`, this.stopEvent.error);
   }
 
   private checkBlock(block: RamBlock): void {
