@@ -146,4 +146,4 @@ export {
 
 // Guests
 export { GuestScript, SCRIPT_OP } from './guest/convert-guest.js';
-export { CONVERSION_DOORBELL, GUEST_DONE, bootConvertGuest, type ConvertGuest } from './guest/boot.js';
+export { CONVERSION_DOORBELL, GUEST_DONE, bootConvertGuest, convertGuestRequests, type ConvertGuest } from './guest/boot.js';

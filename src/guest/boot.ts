@@ -14,13 +14,17 @@
  *   0xd000_1000  the converting guest's "done" address
  *   0xd000_2000  the conversion doorbell
  */
-import { InvalidArgumentError } from '../core/errors.js';
+import { InvalidArgumentError, UnexpectedExitError } from '../core/errors.js';
 import { MiB } from '../core/units.js';
 import { MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE } from '../sys/libc.js';
 import { Mapping } from '../sys/mapping.js';
 import { loadImage } from '../kvm/loader.js';
 import { pageTableBytes, writeIdentityPageTables } from '../kvm/page-tables.js';
+import type { CpuSetup } from '../kvm/cpu-setup.js';
+import { ConversionDoorbell } from '../conversion/doorbell.js';
+import type { GuestRequestRecord, GuestRequestsOptions } from '../conversion/guest-requests.js';
 import type { Vcpu, VcpuOptions } from '../kvm/vcpu.js';
+import type { Regs } from '../sys/kvm.js';
 import type { Vm } from '../kvm/vm.js';
 import { guestProgram } from './programs.js';
 import { ProbeGuest } from './probe-guest.js';
@@ -58,6 +62,41 @@ function lowRam(vm: Vm, image: Uint8Array, gib: number, at: number): Mapping {
   }
 }
 
+/**
+ * Creates vCPUs 0..n-1 (or the one `id`) on `ram` and sets each up; on
+ * failure closes what it made and `ram`. Returns them and a close for all.
+ */
+async function bootVcpus(vm: Vm, ram: Mapping, setups: readonly CpuSetup[], options: { readonly id?: number; readonly vcpu?: VcpuOptions } = {}): Promise<{ vcpus: Vcpu[]; close: () => Promise<void> }> {
+  const vcpus: Vcpu[] = [];
+  const close = async (): Promise<void> => {
+    for (const vcpu of vcpus) await vcpu.close();
+    ram.close();
+  };
+  try {
+    for (const [i, setup] of setups.entries()) {
+      const vcpu = await vm.createVcpu(options.id ?? i, options.vcpu);
+      vcpus.push(vcpu);
+      await vcpu.setup(setup);
+    }
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  return { vcpus, close };
+}
+
+/** One vCPU (`id`, default 0) on `ram`, set up with `setup`: see {@link bootVcpus}. */
+async function bootVcpu(vm: Vm, ram: Mapping, setup: CpuSetup, options: { readonly id?: number; readonly vcpu?: VcpuOptions }): Promise<BootedGuest> {
+  const { vcpus: [vcpu], close } = await bootVcpus(vm, ram, [setup], { id: options.id ?? 0, ...(options.vcpu ? { vcpu: options.vcpu } : {}) });
+  if (!vcpu) throw new InvalidArgumentError('no vCPU was created');
+  return { vcpu, lowRam: ram, close };
+}
+
+/** A 64-bit CPL3 setup of the program at PROGRAM_GPA on low RAM's page tables and stack. */
+function userSetup(regs: Partial<Regs>, portIo = false): CpuSetup {
+  return { mode: 'long-user', entry: BigInt(PROGRAM_GPA), stack: BigInt(STACK_TOP), cr3: BigInt(PAGE_TABLES_GPA), portIo, regs };
+}
+
 /** The page tables of a probe guest map at least this much: the doorbell must be mapped too. */
 export const PROBE_MIN_GIB = Math.ceil(Number(PROBE_DOORBELL + 0x1000n) / 2 ** 30);
 
@@ -68,23 +107,8 @@ export const PROBE_MIN_GIB = Math.ceil(Number(PROBE_DOORBELL + 0x1000n) / 2 ** 3
  */
 export async function bootProbeGuest(vm: Vm, options: { readonly gib: number; readonly id?: number; readonly vcpu?: VcpuOptions }): Promise<BootedGuest & { readonly probe: ProbeGuest }> {
   const ram = lowRam(vm, guestProgram('probe'), Math.max(options.gib, PROBE_MIN_GIB), PROGRAM_GPA);
-  try {
-    const vcpu = await vm.createVcpu(options.id ?? 0, options.vcpu);
-    await vcpu.setup({
-      mode: 'long-user', entry: BigInt(PROGRAM_GPA), stack: BigInt(STACK_TOP), cr3: BigInt(PAGE_TABLES_GPA), portIo: true,
-      regs: { rsi: PROBE_DOORBELL },
-    });
-    return {
-      vcpu, lowRam: ram, probe: new ProbeGuest(vcpu, PROBE_DOORBELL),
-      async close() {
-        await vcpu.close();
-        ram.close();
-      },
-    };
-  } catch (error) {
-    ram.close();
-    throw error;
-  }
+  const guest = await bootVcpu(vm, ram, userSetup({ rsi: PROBE_DOORBELL }, true), options);
+  return { ...guest, probe: new ProbeGuest(guest.vcpu, PROBE_DOORBELL) };
 }
 
 /**
@@ -93,39 +117,13 @@ export async function bootProbeGuest(vm: Vm, options: { readonly gib: number; re
  */
 export async function bootMmioLoopGuest(vm: Vm, options: { readonly id?: number; readonly vcpu?: VcpuOptions } = {}): Promise<BootedGuest> {
   const ram = lowRam(vm, guestProgram('mmio-loop'), PROBE_MIN_GIB, PROGRAM_GPA);
-  try {
-    const vcpu = await vm.createVcpu(options.id ?? 0, options.vcpu);
-    await vcpu.setup({ mode: 'long-user', entry: BigInt(PROGRAM_GPA), stack: BigInt(STACK_TOP), cr3: BigInt(PAGE_TABLES_GPA), regs: { rsi: PROBE_DOORBELL } });
-    return {
-      vcpu, lowRam: ram,
-      async close() {
-        await vcpu.close();
-        ram.close();
-      },
-    };
-  } catch (error) {
-    ram.close();
-    throw error;
-  }
+  return bootVcpu(vm, ram, userSetup({ rsi: PROBE_DOORBELL }), options);
 }
 
 /** Boots the real-mode port I/O program on vCPU `id`. */
 export async function bootRealModeGuest(vm: Vm, id = 0): Promise<BootedGuest> {
   const ram = lowRam(vm, guestProgram('realmode-io'), 1, REAL_MODE_PROGRAM_GPA);
-  try {
-    const vcpu = await vm.createVcpu(id);
-    await vcpu.setup({ mode: 'real', entry: REAL_MODE_PROGRAM_GPA });
-    return {
-      vcpu, lowRam: ram,
-      async close() {
-        await vcpu.close();
-        ram.close();
-      },
-    };
-  } catch (error) {
-    ram.close();
-    throw error;
-  }
+  return bootVcpu(vm, ram, { mode: 'real', entry: REAL_MODE_PROGRAM_GPA }, { id });
 }
 
 /** The converting guest's conversion doorbell (see conversion/doorbell.ts). */
@@ -137,6 +135,21 @@ export const SCRIPT_GPA = 0x12_0000;
 export const SCRIPT_STRIDE = 0x1_0000;
 /** vCPUs a converting guest can have (their scripts must fit below the stack). */
 export const CONVERT_MAX_VCPUS = Math.floor((STACK_TOP - SCRIPT_GPA) / SCRIPT_STRIDE);
+
+/**
+ * What `CvmMemory.run` needs for the converting guest: the conversion
+ * doorbell, and a fallback that ends a vCPU's loop with `done` at its write
+ * to GUEST_DONE, or naming any other exit.
+ */
+export function convertGuestRequests(onRequest?: (record: GuestRequestRecord) => void): GuestRequestsOptions {
+  return {
+    doorbell: new ConversionDoorbell(CONVERSION_DOORBELL),
+    fallback: (_vcpu, exit) => ({
+      stop: exit.kind === 'mmio' && exit.isWrite && exit.gpa === GUEST_DONE ? 'done' : new UnexpectedExitError('converting guest', exit).message,
+    }),
+    ...(onRequest ? { onRequest } : {}),
+  };
+}
 
 /** A booted converting guest: one vCPU per script. */
 export interface ConvertGuest {
@@ -159,22 +172,14 @@ export async function bootConvertGuest(vm: Vm, options: { readonly scripts: read
   const n = options.scripts.length;
   if (n < 1 || n > CONVERT_MAX_VCPUS) throw new InvalidArgumentError(`a converting guest has 1 to ${CONVERT_MAX_VCPUS} vCPUs, not ${n}`);
   const ram = lowRam(vm, guestProgram('convert'), Math.max(options.gib ?? 0, PROBE_MIN_GIB), PROGRAM_GPA);
-  const vcpus: Vcpu[] = [];
   try {
     options.scripts.forEach((script, i) => { loadImage(ram.bytes, 0, SCRIPT_GPA + i * SCRIPT_STRIDE, script.encode()); });
-    for (let i = 0; i < n; i++) {
-      const vcpu = await vm.createVcpu(i, options.vcpu);
-      vcpus.push(vcpu);
-      await vcpu.setup({
-        mode: 'long-user', entry: BigInt(PROGRAM_GPA), stack: BigInt(STACK_TOP), cr3: BigInt(PAGE_TABLES_GPA),
-        regs: { rsi: CONVERSION_DOORBELL, rdi: BigInt(SCRIPT_GPA + i * SCRIPT_STRIDE), rdx: GUEST_DONE },
-      });
-    }
   } catch (error) {
-    for (const vcpu of vcpus) await vcpu.close();
     ram.close();
     throw error;
   }
+  const { vcpus, close } = await bootVcpus(vm, ram, options.scripts.map((_, i) => userSetup({ rsi: CONVERSION_DOORBELL, rdi: BigInt(SCRIPT_GPA + i * SCRIPT_STRIDE), rdx: GUEST_DONE })),
+    options.vcpu ? { vcpu: options.vcpu } : {});
   return {
     vcpus,
     lowRam: ram,
@@ -184,9 +189,6 @@ export async function bootConvertGuest(vm: Vm, options: { readonly scripts: read
       const view = new DataView(ram.bytes.buffer, ram.bytes.byteOffset + SCRIPT_GPA + i * SCRIPT_STRIDE + SCRIPT_RESULTS_OFFSET, script.length * 8);
       return Array.from({ length: script.length }, (_, k) => view.getBigInt64(k * 8, true));
     },
-    async close() {
-      for (const vcpu of vcpus) await vcpu.close();
-      ram.close();
-    },
+    close,
   };
 }

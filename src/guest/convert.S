@@ -18,6 +18,7 @@
  *   7 WRITE8   *(u8 *)a = b; result = 0
  *   other      result = -1
  */
+    .include "memory-ops.inc"
     .code64
     .text
     .globl _start
@@ -76,24 +77,15 @@ op_fill:
     mov     0x08(%r9), %rdi
     mov     0x10(%r9), %rcx
     mov     0x18(%r9), %rax
-    shr     $3, %rcx
-    mov     %rcx, %r11
-    rep stosq
+    FILL64  %r11
     mov     %r11, (%r10)
     jmp     advance
 
 op_sum:
     mov     0x08(%r9), %rbx
     mov     0x10(%r9), %rcx
-    shr     $3, %rcx
-    xor     %eax, %eax
-1:  test    %rcx, %rcx
-    jz      2f
-    add     (%rbx), %rax
-    add     $8, %rbx
-    dec     %rcx
-    jmp     1b
-2:  mov     %rax, (%r10)
+    SUM64
+    mov     %rax, (%r10)
     jmp     advance
 
 op_write32:

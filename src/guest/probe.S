@@ -14,6 +14,7 @@
  *   6 OUTB     outb(port arg0, value arg1); result = 0 (needs IOPL 3)
  *   other      result = 0
  */
+    .include "memory-ops.inc"
     .code64
     .text
     .globl _start
@@ -52,24 +53,15 @@ op_write:
 op_sum:
     mov     0x08(%rsi), %rbx
     mov     0x10(%rsi), %rcx
-    shr     $3, %rcx
-    xor     %eax, %eax
-1:  test    %rcx, %rcx
-    jz      2f
-    add     (%rbx), %rax
-    add     $8, %rbx
-    dec     %rcx
-    jmp     1b
-2:  mov     %rax, 0x20(%rsi)
+    SUM64
+    mov     %rax, 0x20(%rsi)
     jmp     next
 
 op_fill:
     mov     0x08(%rsi), %rdi
     mov     0x10(%rsi), %rcx
     mov     0x18(%rsi), %rax
-    shr     $3, %rcx
-    mov     %rcx, %rdx
-    rep stosq
+    FILL64  %rdx
     mov     %rdx, 0x20(%rsi)
     jmp     next
 

@@ -16,14 +16,14 @@ import { MemfdStore } from '../../src/backing/memfd-store.js';
 import type { Memslot } from '../../src/kvm/memslot-rules.js';
 import { Vm, type MemslotSpec } from '../../src/kvm/vm.js';
 import { createCvmMemory, createSimulatedCvmMemory, type CvmMemory, type RealCvmOptions } from '../../src/conversion/cvm.js';
-import { ConversionDoorbell, DOORBELL } from '../../src/conversion/doorbell.js';
+import { DOORBELL } from '../../src/conversion/doorbell.js';
 import type { GuestRequestRecord } from '../../src/conversion/guest-requests.js';
 import type { MemslotTable } from '../../src/conversion/memslot-private-memory.js';
 import { ConversionOrchestrator } from '../../src/conversion/orchestrator.js';
 import { AttributesPrivateMemory } from '../../src/conversion/private-memory.js';
 import { apiRequest, decodeMapGpaRange, KVM_EINVAL, type MapGpaRangeArgs } from '../../src/conversion/request.js';
 import { GuestScript } from '../../src/guest/convert-guest.js';
-import { bootConvertGuest, CONVERSION_DOORBELL, GUEST_DONE } from '../../src/guest/boot.js';
+import { bootConvertGuest, CONVERSION_DOORBELL, convertGuestRequests } from '../../src/guest/boot.js';
 
 const RAM = GiB;
 const RAM_SIZE = 16 * MiB;
@@ -61,23 +61,15 @@ function slotList(vm: Vm): Memslot[] {
   return [...vm.memslots.values()].sort((a, b) => a.slot - b.slot);
 }
 
-function exitName(exit: unknown): string {
-  return JSON.stringify(exit, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v instanceof Uint8Array ? Array.from(v) : v));
-}
-
 /** Runs the converting guest's scripts to their end on `cvm`; returns the records of its requests. */
 async function runGuest(vm: Vm, cvm: CvmMemory, scripts: GuestScript[], onRequest?: (r: GuestRequestRecord) => void): Promise<{ results: bigint[][]; records: GuestRequestRecord[]; pauses: number; kicks: number }> {
   const guest = await bootConvertGuest(vm, { scripts });
   const records: GuestRequestRecord[] = [];
   try {
-    const { runner, done } = cvm.run(guest.vcpus, {
-      doorbell: new ConversionDoorbell(CONVERSION_DOORBELL),
-      fallback: (_vcpu, exit) => (exit.kind === 'mmio' && exit.isWrite && exit.gpa === GUEST_DONE ? { stop: 'done' } : { stop: `unexpected exit ${exitName(exit)}` }),
-      onRequest: (r) => {
-        records.push(r);
-        onRequest?.(r);
-      },
-    });
+    const { runner, done } = cvm.run(guest.vcpus, convertGuestRequests((r) => {
+      records.push(r);
+      onRequest?.(r);
+    }));
     const outcomes = await done;
     for (const o of outcomes) assert.equal(o.reason, 'done', `vCPU ${o.vcpu}: ${o.reason}`);
     return { results: scripts.map((_, i) => guest.results(i)), records, pauses: runner.pauses, kicks: runner.kicks };
@@ -489,10 +481,7 @@ describe('conversions on KVM, private memory as memslots', () => {
     for (let i = 0; i < 1000; i++) busy.sum64(RAM + RAM_SIZE - PAGE, PAGE);
     const guest = await bootConvertGuest(vm, { scripts: [bad, busy] });
     try {
-      const { done } = cvm.run(guest.vcpus, {
-        doorbell: new ConversionDoorbell(CONVERSION_DOORBELL),
-        fallback: (_vcpu, exit) => (exit.kind === 'mmio' && exit.gpa === GUEST_DONE ? { stop: 'done' } : { stop: `unexpected exit ${exitName(exit)}` }),
-      });
+      const { done } = cvm.run(guest.vcpus, convertGuestRequests());
       const outcomes = await done;
       assert.match(outcomes[0]?.reason ?? '', /^stopped: conversion unaligned/);
       assert.ok(cvm.orchestrator.stopped);
