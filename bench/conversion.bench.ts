@@ -7,25 +7,19 @@
  */
 import { MemfdStore } from '../src/backing/memfd-store.js';
 import { createCvmMemory, createSimulatedCvmMemory, type CvmMemory } from '../src/conversion/cvm.js';
-import { ConversionDoorbell } from '../src/conversion/doorbell.js';
 import type { ConversionStep } from '../src/conversion/metrics.js';
 import { apiRequest } from '../src/conversion/request.js';
 import { GuestScript } from '../src/guest/convert-guest.js';
-import { bootConvertGuest, CONVERSION_DOORBELL, GUEST_DONE } from '../src/guest/boot.js';
+import { bootConvertGuest, convertGuestRequests } from '../src/guest/boot.js';
 import { Vm, type MemslotSpec } from '../src/kvm/vm.js';
 import type { MemslotTable } from '../src/conversion/memslot-private-memory.js';
 import { Rng } from './lib/ops.js';
-import { result, round, type BenchResult } from './lib/result.js';
+import { median, result, round, type BenchResult } from './lib/result.js';
 
 const KiB = 1024;
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 const RAM = GiB;
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
-}
 
 /**
  * Converts `pairs` random `size`-byte ranges of the block to shared and
@@ -233,10 +227,7 @@ async function guestResults(log: (line: string) => void): Promise<BenchResult[]>
   const guest = await bootConvertGuest(vm, { scripts: [script] });
   try {
     const t0 = process.hrtime.bigint();
-    const { done } = cvm.run(guest.vcpus, {
-      doorbell: new ConversionDoorbell(CONVERSION_DOORBELL),
-      fallback: (_v, exit) => ({ stop: exit.kind === 'mmio' && exit.gpa === GUEST_DONE ? 'done' : `unexpected ${exit.kind}` }),
-    });
+    const { done } = cvm.run(guest.vcpus, convertGuestRequests());
     const [outcome] = await done;
     const ns = Number(process.hrtime.bigint() - t0) / (2 * n);
     if (outcome?.reason !== 'done') throw new Error(`guest ended with ${outcome?.reason ?? 'nothing'}`);

@@ -12,14 +12,9 @@ import { raw } from '../src/sys/ffi.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MFD_CLOEXEC, ftruncate, memfdCreate } from '../src/sys/libc.js';
 import { OwnedFd } from '../src/sys/owned-fd.js';
 import { buildC, runC } from './lib/native.js';
-import { result, round, type BenchResult } from './lib/result.js';
+import { median, result, round, type BenchResult } from './lib/result.js';
 
 const MiB = 2 ** 20;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
-}
 
 /** ns per allocate + discard of `bytes` at offset 0, over one round. */
 function timeStore(store: BackingStore, bytes: number, iterations: number): number {

@@ -40,6 +40,12 @@ export function result(fields: Omit<BenchResult, 'ratio' | 'met' | 'goal'> & { r
   };
 }
 
+/** The median (the upper one of an even count); 0 for no values. */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+}
+
 export function round(x: number, digits = 3): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;

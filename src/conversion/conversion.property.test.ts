@@ -16,7 +16,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { kvmPrivateRuns, MappingListener, sharedRuns } from '../../test/support/cvm-state.js';
+import { kvmPrivateRuns, MappingListener, pageRuns, sharedRuns } from '../../test/support/cvm-state.js';
 import { at, defined, instance } from '../../test/support/narrow.js';
 import { propertyParameters } from '../../test/support/property.js';
 import { ConversionError } from '../core/errors.js';
@@ -156,14 +156,7 @@ function clear(blocks: readonly RamBlock[], kvm: SimulatedPrivateMemory, listene
 }
 
 function runsOf(pages: readonly PageModel[], shared: boolean): ByteRange[] {
-  const runs: ByteRange[] = [];
-  pages.forEach((m, i) => {
-    if (m.shared !== shared) return;
-    const last = runs[runs.length - 1];
-    if (last && last.offset + last.size === i * PAGE) runs[runs.length - 1] = { offset: last.offset, size: last.size + PAGE };
-    else runs.push({ offset: i * PAGE, size: PAGE });
-  });
-  return runs;
+  return pageRuns(pages.flatMap((m, i) => (m.shared === shared ? [i * PAGE] : [])));
 }
 
 /** True when the page at `page` of `bytes` is all zero. */

@@ -88,56 +88,42 @@ export class GuestRequests {
   /** Decodes, converts, and returns the guest's status (0 or a negative KVM error). */
   private async explicit(vcpu: VcpuRef, args: MapGpaRangeArgs, source: 'doorbell' | 'hypercall', flags: bigint): Promise<number> {
     traceKvmHcMapGpaRange.emit(args.gpa, BigInt.asUintN(64, args.npages * 4096n), args.attributes, flags);
-    let request: ConversionRequest;
-    try {
-      request = decodeMapGpaRange(args, source, vcpu.id);
-    } catch (error) {
-      return this.refuse(vcpu, source, args.gpa, args.npages * 4096n, error);
-    }
-    try {
-      const result = await this.orchestrator.convert(request);
-      this.onRequest?.({ vcpu: vcpu.id, source, result, status: 0 });
-      return 0;
-    } catch (error) {
-      const status = statusOf(error);
-      this.onRequest?.({ vcpu: vcpu.id, source, error: asError(error), status });
-      return status;
-    }
+    const { status } = await this.submit(vcpu, source, args.gpa, args.npages * 4096n, () => decodeMapGpaRange(args, source, vcpu.id));
+    return status;
   }
 
   private async onMemoryFault(vcpu: VcpuRef, exit: MemoryFaultExit): Promise<ExitDecision> {
     traceKvmMemoryFault.emit(exit.gpa, exit.size, exit.flags);
+    const { status, error } = await this.submit(vcpu, 'memory-fault', exit.gpa, exit.size, () => decodeMemoryFault(exit, vcpu.id));
+    if (status === 0) return {};
+    return { stop: `memory fault at ${hex(exit.gpa)} size ${hex(exit.size)} flags ${hex(exit.flags)} could not be converted: ${error?.message ?? 'unknown error'}` };
+  }
+
+  /**
+   * Decodes a request (a refusal is counted and traced like any), converts
+   * it, tells onRequest, and returns the guest's status and the error.
+   */
+  private async submit(vcpu: VcpuRef, source: ConversionRequest['source'], gpa: bigint, size: bigint, decode: () => ConversionRequest): Promise<{ status: number; error?: Error }> {
     let request: ConversionRequest;
     try {
-      request = decodeMemoryFault(exit, vcpu.id);
+      request = decode();
     } catch (error) {
-      this.refuse(vcpu, 'memory-fault', exit.gpa, exit.size, error);
-      return { stop: `memory fault at ${hex(exit.gpa)} size ${hex(exit.size)} flags ${hex(exit.flags)}: ${asError(error).message}` };
+      if (error instanceof ConversionError) this.orchestrator.refused(BigInt.asUintN(64, gpa), BigInt.asUintN(64, size), error);
+      return this.failed(vcpu, source, error);
     }
     try {
       const result = await this.orchestrator.convert(request);
-      this.onRequest?.({ vcpu: vcpu.id, source: 'memory-fault', result, status: 0 });
-      return {};
+      this.onRequest?.({ vcpu: vcpu.id, source, result, status: 0 });
+      return { status: 0 };
     } catch (error) {
-      const status = statusOf(error);
-      this.onRequest?.({ vcpu: vcpu.id, source: 'memory-fault', error: asError(error), status });
-      return { stop: `memory fault at ${hex(exit.gpa)} could not be converted: ${asError(error).message}` };
+      return this.failed(vcpu, source, error);
     }
   }
 
-  /** A request the decoder refused: counted and traced like any refusal; returns the guest's status. */
-  private refuse(vcpu: VcpuRef, source: ConversionRequest['source'], gpa: bigint, size: bigint, error: unknown): number {
-    const status = statusOf(error);
-    if (error instanceof ConversionError) this.orchestrator.refused(BigInt.asUintN(64, gpa), BigInt.asUintN(64, size), error);
-    this.onRequest?.({ vcpu: vcpu.id, source, error: asError(error), status });
-    return status;
+  private failed(vcpu: VcpuRef, source: ConversionRequest['source'], error: unknown): { status: number; error: Error } {
+    const status = error instanceof ConversionError ? error.guestStatus : -KVM_EFAULT;
+    const e = error instanceof Error ? error : new Error(String(error));
+    this.onRequest?.({ vcpu: vcpu.id, source, error: e, status });
+    return { status, error: e };
   }
-}
-
-function statusOf(error: unknown): number {
-  return error instanceof ConversionError ? error.guestStatus : -KVM_EFAULT;
-}
-
-function asError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error));
 }

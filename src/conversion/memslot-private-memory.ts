@@ -39,7 +39,7 @@ import { GuestMemfdStore } from '../backing/guest-memfd-store.js';
 import type { Memslot, MemslotChange } from '../kvm/memslot-rules.js';
 import type { MemslotSpec } from '../kvm/vm.js';
 import type { RamBlock } from './guest-memory.js';
-import type { PrivateMemory, PrivateMemoryChange } from './private-memory.js';
+import { NO_CHANGE, type PrivateMemory, type PrivateMemoryChange } from './private-memory.js';
 import { conversionError } from './request.js';
 
 /** What the mechanism needs of a VM (a kvm Vm is one; tests wrap one to inject failures). */
@@ -94,7 +94,6 @@ interface BlockLayout {
   segments: Segment[];
 }
 
-const NO_CHANGE: PrivateMemoryChange = Object.freeze({ calls: 0, apply: () => undefined, revert: () => undefined });
 
 /** Private memory as memslots over a guest_memfd and the shared memory. */
 export class MemslotPrivateMemory implements PrivateMemory {
@@ -106,7 +105,6 @@ export class MemslotPrivateMemory implements PrivateMemory {
   private readonly firstSlot: number;
   private readonly maxSlotBytes: number | undefined;
   private readonly layouts = new Map<RamBlock, BlockLayout>();
-  private ioctls = 0;
 
   constructor(table: MemslotTable, options: MemslotPrivateMemoryOptions = {}) {
     this.table = table;
@@ -130,18 +128,13 @@ export class MemslotPrivateMemory implements PrivateMemory {
     return n;
   }
 
-  /** Memslot ioctls made so far (creates and deletes, including undo). */
-  get calls(): number {
-    return this.ioctls;
-  }
-
   /** The block's layout: its runs and their slots, ascending. */
   layoutOf(block: RamBlock): readonly Segment[] {
     return this.layout(block).segments;
   }
 
   /**
-   * Lays the block out as one private slot.
+   * Lays the block out as private slots, one per cell.
    *
    * @throws InvalidArgumentError when the private store is not a
    *         guest_memfd or the shared store cannot be mapped;
@@ -268,14 +261,12 @@ export class MemslotPrivateMemory implements PrivateMemory {
     const undo: (() => void)[] = [];
     try {
       for (const segment of deletes) {
-        this.ioctls++;
         this.table.deleteMemslot(segment.slot);
         undo.push(() => { this.create(layout, segment); });
       }
       for (const segment of creates) {
         this.create(layout, segment);
         undo.push(() => {
-          this.ioctls++;
           this.table.deleteMemslot(segment.slot);
         });
       }
@@ -294,7 +285,6 @@ export class MemslotPrivateMemory implements PrivateMemory {
   }
 
   private create(layout: BlockLayout, segment: Segment): void {
-    this.ioctls++;
     const block = layout.block;
     const size = segment.end - segment.start;
     this.table.setMemslot(segment.private

@@ -143,11 +143,6 @@ export class ConversionMetrics {
     this.steps = steps as Record<ConversionStep, RecordableHistogram>;
   }
 
-  /** Records one step's duration in nanoseconds. */
-  time(step: ConversionStep, ns: number): void {
-    this.steps[step].record(Math.max(1, Math.round(ns)));
-  }
-
   /** Records every step a conversion timed. */
   timeAll(timings: Partial<Record<ConversionStep, number>>): void {
     for (const step of CONVERSION_STEPS) {
@@ -173,10 +168,5 @@ export class ConversionMetrics {
     const h = this.steps[step];
     if (h.count === 0) return { count: 0, min: 0, p50: 0, p90: 0, p99: 0, max: 0, mean: 0 };
     return { count: h.count, min: h.min, p50: h.percentile(50), p90: h.percentile(90), p99: h.percentile(99), max: h.max, mean: h.mean };
-  }
-
-  /** Forgets latencies (counters stay): for a benchmark's warm-up. */
-  resetLatencies(): void {
-    for (const step of CONVERSION_STEPS) this.steps[step].reset();
   }
 }

@@ -38,7 +38,7 @@ import type { BackingStore } from '../backing/backing-store.js';
 import { BlockLocks } from './block-locks.js';
 import type { GuestMemory, MemoryPiece, RamBlock } from './guest-memory.js';
 import { ConversionMetrics, Laps, type ConversionMetricsSnapshot, type ConversionStep, type StoreHolding } from './metrics.js';
-import type { PrivateMemory, PrivateMemoryChange } from './private-memory.js';
+import { NO_CHANGE, type PrivateMemory, type PrivateMemoryChange } from './private-memory.js';
 import { conversionError, type ConversionRequest } from './request.js';
 
 /** Alignment every request must have: any 4 KiB, or 2 MiB / 1 GiB. */
@@ -618,7 +618,6 @@ export class ConversionOrchestrator {
   }
 }
 
-const NO_CHANGE: PrivateMemoryChange = Object.freeze({ calls: 0, apply: () => undefined, revert: () => undefined });
 
 /** `value` if it is one of `options` (checked at run time: callers may be JavaScript). */
 function oneOf<const T extends string>(value: unknown, options: readonly T[], what: string): T {

@@ -59,7 +59,8 @@ export interface PrivateMemory {
   plan(block: RamBlock, range: ByteRange, runs: readonly ByteRange[], toPrivate: boolean): PrivateMemoryChange;
 }
 
-const NO_CHANGE: PrivateMemoryChange = Object.freeze({ calls: 0, apply: () => undefined, revert: () => undefined });
+/** The change that changes nothing (no changed runs, or a layout already right). */
+export const NO_CHANGE: PrivateMemoryChange = Object.freeze({ calls: 0, apply: () => undefined, revert: () => undefined });
 
 /** A failure to inject into a later kernel call of the simulated mechanism. */
 export interface InjectedKernelFailure {
@@ -113,11 +114,6 @@ export class SimulatedPrivateMemory implements PrivateMemory {
     return !this.view(block).isShared(Math.floor(offset / 4096));
   }
 
-  /** Bytes KVM sees as private in a block. */
-  privateBytes(block: RamBlock): number {
-    const pages = block.size / 4096;
-    return (pages - this.view(block).countShared(0, pages)) * 4096;
-  }
 
   plan(block: RamBlock, _range: ByteRange, runs: readonly ByteRange[], toPrivate: boolean): PrivateMemoryChange {
     const view = this.view(block);

@@ -39,16 +39,11 @@ export interface GuestMemfdRef {
   readonly vm: object;
 }
 
-/** A request of KVM_SET_USER_MEMORY_REGION2 (size 0 deletes). */
-export interface MemslotRequest {
-  readonly slot: number;
-  readonly flags: number;
-  readonly gpa: bigint;
-  readonly size: number;
-  readonly userspaceAddr: bigint;
-  readonly guestMemfd: GuestMemfdRef | undefined;
-  readonly guestMemfdOffset: number;
-}
+/**
+ * A request of KVM_SET_USER_MEMORY_REGION2: the slot as it is to be (size
+ * 0 deletes it). An accepted request is the slot KVM then holds.
+ */
+export type MemslotRequest = Memslot;
 
 /** What the request does if it is accepted. */
 export type MemslotChange = 'create' | 'delete' | 'move' | 'flags' | 'none';

@@ -105,10 +105,7 @@ export class Vm {
       guestMemfdOffset: request.guestMemfdOffset,
       ...(spec.guestMemfd ? { guestMemfd: spec.guestMemfd.fd.fd } : {}),
     });
-    this.slots.set(request.slot, {
-      slot: request.slot, flags: request.flags, gpa: request.gpa, size: request.size,
-      userspaceAddr: request.userspaceAddr, guestMemfd: spec.guestMemfd, guestMemfdOffset: request.guestMemfdOffset,
-    });
+    this.slots.set(request.slot, request);
     return change;
   }
 

@@ -16,6 +16,17 @@ import { SimulatedPrivateMemory } from '../../src/conversion/private-memory.js';
 
 const PAGE = 4096;
 
+/** Ascending 4 KiB page offsets as maximal runs. */
+export function pageRuns(pages: Iterable<number>): ByteRange[] {
+  const runs: ByteRange[] = [];
+  for (const p of pages) {
+    const last = runs[runs.length - 1];
+    if (last && last.offset + last.size === p) runs[runs.length - 1] = { offset: last.offset, size: last.size + PAGE };
+    else runs.push({ offset: p, size: PAGE });
+  }
+  return runs;
+}
+
 /** The shared runs of a block's tracker. */
 export function sharedRuns(block: RamBlock): ByteRange[] {
   const runs: ByteRange[] = [];
@@ -30,14 +41,9 @@ export function kvmPrivateRuns(cvm: CvmMemory, block: RamBlock): ByteRange[] | s
     return mech.layoutOf(block).filter((s) => s.private).map((s) => ({ offset: s.start, size: s.end - s.start }));
   }
   if (mech instanceof SimulatedPrivateMemory) {
-    const runs: ByteRange[] = [];
-    for (let p = 0; p < block.size; p += PAGE) {
-      if (!mech.isPrivate(block, p)) continue;
-      const last = runs[runs.length - 1];
-      if (last && last.offset + last.size === p) runs[runs.length - 1] = { offset: last.offset, size: last.size + PAGE };
-      else runs.push({ offset: p, size: PAGE });
-    }
-    return runs;
+    const pages: number[] = [];
+    for (let p = 0; p < block.size; p += PAGE) if (mech.isPrivate(block, p)) pages.push(p);
+    return pageRuns(pages);
   }
   return mech.kind;
 }
@@ -105,14 +111,7 @@ export class MappingListener implements RamDiscardListener {
 
   /** Mapped pages as sorted runs. */
   runs(): ByteRange[] {
-    const pages = [...this.mapped].sort((a, b) => a - b);
-    const runs: ByteRange[] = [];
-    for (const p of pages) {
-      const last = runs[runs.length - 1];
-      if (last && last.offset + last.size === p) runs[runs.length - 1] = { offset: last.offset, size: last.size + PAGE };
-      else runs.push({ offset: p, size: PAGE });
-    }
-    return runs;
+    return pageRuns([...this.mapped].sort((a, b) => a - b));
   }
 
   /** Asserts that no notification broke the order, and that the listener maps exactly the block's shared pages. */
