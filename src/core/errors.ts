@@ -74,10 +74,11 @@ export interface DiscardFailure {
 }
 
 /**
- * A listener refused a populate notification. The operation that caused it was
- * rolled back completely: page states are as before, and every listener that
- * had already been told about the change was told to discard exactly that.
- * The listener's own error is the `cause`.
+ * A listener refused a populate notification, or refused to prepare a
+ * discard. The operation that caused it was rolled back completely, or never
+ * began: page states are as before, and every listener that had already been
+ * told about the change was told to discard exactly that. The listener's own
+ * error is the `cause`.
  */
 export class ListenerVetoError extends GuestmemError {
   declare readonly code: 'ERR_LISTENER_VETO';
@@ -87,21 +88,27 @@ export class ListenerVetoError extends GuestmemError {
   readonly offset: string;
   /** Size (hex) of the section the listener refused. */
   readonly size: string;
+  /** What the listener refused: a populate, or the preparation of a discard. */
+  readonly action: 'populate' | 'discard';
   /** Rollback discards that threw in turn (normally none). */
   readonly discardFailures: readonly DiscardFailure[];
 
-  constructor(listener: string, operation: string, offset: number, size: number, cause: unknown, discardFailures: readonly DiscardFailure[] = []) {
+  constructor(listener: string, operation: string, offset: number, size: number, cause: unknown,
+    discardFailures: readonly DiscardFailure[] = [], action: 'populate' | 'discard' = 'populate') {
     const o = `0x${offset.toString(16)}`;
     const s = `0x${size.toString(16)}`;
     const why = cause instanceof Error ? cause.message : String(cause);
     super(
       'ERR_LISTENER_VETO',
-      `listener '${listener}' vetoed populate of offset ${o} size ${s} during ${operation}; rolled back: ${why}`,
+      action === 'populate'
+        ? `listener '${listener}' vetoed populate of offset ${o} size ${s} during ${operation}; rolled back: ${why}`
+        : `listener '${listener}' refused discard of offset ${o} size ${s} during ${operation}; nothing changed: ${why}`,
       { cause },
     );
     this.listener = listener;
     this.offset = o;
     this.size = s;
+    this.action = action;
     this.discardFailures = discardFailures;
   }
 }

@@ -185,9 +185,12 @@ export abstract class PageStateSource implements RamDiscardSource {
 
   /**
    * Validates and computes a change of [offset, offset + size), traces it
-   * (onRequest), and changes nothing yet. See {@link PreparedStateChange}.
+   * (onRequest), and changes nothing yet. For a change to discarded, the
+   * listeners that prepare discards are asked now and may refuse it. See
+   * {@link PreparedStateChange}.
    *
-   * @throws InvalidRangeError, InvalidArgumentError, ReentrancyError.
+   * @throws InvalidRangeError, InvalidArgumentError, ReentrancyError;
+   *         ListenerVetoError (action `discard`) when a listener refuses.
    */
   protected prepare(offset: ByteCount, size: ByteCount, populate: boolean, operation: string): PreparedStateChange {
     if (this.manager.busy) throw new ReentrancyError(this.describe(operation));
@@ -203,6 +206,7 @@ export abstract class PageStateSource implements RamDiscardSource {
     this.onRequest?.(r.offset, r.size, from, populate);
     let bytes = 0;
     for (const run of changed) bytes += run.size;
+    if (!populate && bytes > 0 && this.manager.hasSource(this)) this.manager.prepareDiscard(this, changed);
     // The change's own apply() and revert() move this on; anything else makes it stale.
     let generation = this.generation;
     let applied = false;
@@ -273,6 +277,8 @@ export abstract class PageStateSource implements RamDiscardSource {
    * 2. find the maximal runs in the opposite state, and call {@link onRequest};
    * 3. nothing to change: return;
    * 4. change the map;
+   *    A listener that prepares discards may refuse a discard here (throws
+   *    ListenerVetoError, nothing changed).
    * 5. notify the manager: one notification per run per listener. A populate
    *    veto restores the runs and rethrows the {@link ListenerVetoError}.
    *    A detached source (see {@link detach}) notifies nobody: its state only
@@ -288,7 +294,8 @@ export abstract class PageStateSource implements RamDiscardSource {
 
     let changed: ByteRange[];
     let from: RangeState;
-    if (end - first === 1) {
+    const preparing = !populate && this.manager.preparesDiscards && this.manager.hasSource(this);
+    if (end - first === 1 && !preparing) {
       // One granule, the common 4 KiB conversion: check and change in one pass.
       const flipped = map.setPage(first, populate);
       from = flipped === populate ? 'discarded' : 'populated';
@@ -306,6 +313,8 @@ export abstract class PageStateSource implements RamDiscardSource {
       else from = 'mixture';
       this.onRequest?.(r.offset, r.size, from, populate);
       if (changed.length === 0) return { from, changed, changedBytes: 0, discardFailures: NO_FAILURES };
+      // Listeners that must prepare a discard may refuse it: before any change.
+      if (preparing) this.manager.prepareDiscard(this, changed);
       map.setRange(first, end, populate);
     }
 

@@ -83,7 +83,9 @@ export class RamBlockAttributes extends PageStateSource {
    * the caller sequences the steps (see PreparedStateChange), as the
    * conversion orchestrator does around KVM and the backing stores.
    *
-   * @throws InvalidRangeError, InvalidArgumentError, ReentrancyError.
+   * @throws InvalidRangeError, InvalidArgumentError, ReentrancyError;
+   *         ListenerVetoError (action `discard`) when a listener that
+   *         prepares discards refuses one (nothing changed).
    */
   prepareStateChange(offset: ByteCount, size: ByteCount, to: PageState): PreparedStateChange {
     if (!isPageState(to)) {

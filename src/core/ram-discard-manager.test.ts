@@ -348,4 +348,107 @@ describe('RamDiscardManager', () => {
       assert.equal(manager.sources.length, 1);
     });
   });
+
+  describe('prepared discards', () => {
+    /** A listener that records preparations and refuses those `refuse` picks. */
+    class Preparing extends RecordingListener {
+      prepared: string[] = [];
+      refuse: (section: MemoryRegionSection) => boolean = () => false;
+      prepareDiscard(section: MemoryRegionSection): void {
+        this.prepared.push(`0x${section.offsetWithinRegion.toString(16)}+0x${section.size.toString(16)}`);
+        if (this.refuse(section)) throw new Error('cannot split the mapping');
+      }
+    }
+
+    it('asks before a discard, with the sections the discard will carry', () => {
+      const { region, manager, attrs } = setup();
+      attrs.stateChange(0, 8 * MiB, 'shared');
+      const l = new Preparing('iommufd');
+      manager.registerListener(l, region.section(1 * MiB, 4 * MiB));
+      l.take();
+      attrs.stateChange(0, 2 * MiB, 'private');
+      assert.deepEqual(l.prepared, ['0x100000+0x100000']);
+      assert.deepEqual(l.take(), ['discard 0x100000+0x100000']);
+      attrs.stateChange(3 * MiB, 4 * KiB, 'private');
+      assert.deepEqual(l.prepared.slice(1), ['0x300000+0x1000'], 'the one-page path asks too');
+      assert.ok(manager.preparesDiscards);
+    });
+
+    it('a refusal changes nothing: no state, no notification, for one page or many', () => {
+      const { region, manager, attrs } = setup();
+      attrs.stateChange(0, 8 * MiB, 'shared');
+      const other = new RecordingListener('other');
+      const l = new Preparing('type1');
+      manager.registerListener(other, region.section());
+      manager.registerListener(l, region.section());
+      other.take();
+      l.take();
+      l.refuse = () => true;
+      for (const [offset, size] of [[4 * KiB, 4 * KiB], [1 * MiB, 3 * MiB]] as const) {
+        const err = thrown(ListenerVetoError, () => attrs.stateChange(offset, size, 'private'));
+        assert.equal(err.action, 'discard');
+        assert.match(err.message, /listener 'type1' refused discard of offset 0x[0-9a-f]+ size 0x[0-9a-f]+ during state change; nothing changed: cannot split the mapping/);
+        assert.equal(attrs.isShared(0, 8 * MiB), true);
+      }
+      assert.deepEqual(other.take(), []);
+      assert.deepEqual(l.take(), []);
+      assert.match(traced.lines.join('\n'), /ram_discard_manager_discard_refused listener 'type1' refused discard offset 0x1000 size 0x1000 during state change/);
+    });
+
+    it('a prepared conversion asks when it is prepared, before any step', () => {
+      const { region, manager, attrs } = setup();
+      attrs.stateChange(0, 8 * MiB, 'shared');
+      const l = new Preparing('type1');
+      manager.registerListener(l, region.section());
+      l.take();
+      l.refuse = (s) => s.offsetWithinRegion === 2 * MiB;
+      assert.throws(() => attrs.prepareStateChange(2 * MiB, 2 * MiB, 'private'), ListenerVetoError);
+      const ok = attrs.prepareStateChange(4 * MiB, 2 * MiB, 'private');
+      assert.deepEqual(l.prepared, ['0x200000+0x200000', '0x400000+0x200000']);
+      ok.notifyDiscard();
+      ok.apply();
+      assert.deepEqual(l.take(), ['discard 0x400000+0x200000']);
+      // Undoing a discard and the discard of a rollback are not prepared.
+      ok.revert();
+      ok.revertDiscardNotice();
+      assert.equal(l.prepared.length, 2);
+    });
+
+    it('a source addition asks too, and a refusal keeps the source out', () => {
+      const { region, manager, attrs } = setup();
+      attrs.stateChange(0, 16 * MiB, 'shared');
+      const l = new Preparing('type1');
+      manager.registerListener(l, region.section());
+      l.take();
+      l.refuse = () => true;
+      assert.throws(() => new PlugState(manager, { blockSize: 2 * MiB }), ListenerVetoError);
+      assert.deepEqual(manager.sources.map((s) => s.name), [attrs.name]);
+      assert.deepEqual(l.take(), []);
+    });
+
+    it('a registration can be refused before its replay, with every populated run in hand', () => {
+      const { region, manager, attrs } = setup();
+      attrs.stateChange(0, 2 * MiB, 'shared');
+      attrs.stateChange(4 * MiB, 2 * MiB, 'shared');
+      const seen: string[][] = [];
+      const l = new RecordingListener('type1');
+      Object.assign(l, {
+        prepareRegistration(populated: readonly MemoryRegionSection[]): void {
+          seen.push(runs([...populated]));
+          throw new Error('65535 mappings would be needed');
+        },
+      });
+      const err = thrown(ListenerVetoError, () => manager.registerListener(l, region.section(1 * MiB, 8 * MiB, 0x10_0000_0000)));
+      assert.match(err.message, /65535 mappings would be needed/);
+      assert.deepEqual(seen, [['0x100000+0x100000@0x1000000000', '0x400000+0x200000@0x1000300000']]);
+      assert.deepEqual(l.take(), [], 'nothing replayed');
+      assert.equal(manager.listeners.length, 0);
+    });
+
+    it('refuses hooks that are not functions', () => {
+      const { region, manager } = setup();
+      const l = Object.assign(new RecordingListener('odd'), { prepareDiscard: 42 });
+      assert.throws(() => manager.registerListener(l as unknown as RecordingListener, region.section()), InvalidArgumentError);
+    });
+  });
 });

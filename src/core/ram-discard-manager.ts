@@ -23,6 +23,10 @@
  *   every other listener is still notified; state stays consistent.
  * - A registration whose replay is refused is rolled back the same way and
  *   leaves nothing registered (QEMU 11.1 only logs and keeps it half-populated).
+ * - Discards can be prepared: a listener that must do work that may fail
+ *   before a discard (split a DMA mapping) is asked first, before anything
+ *   changes, and may refuse the whole operation
+ *   ({@link RamDiscardListener.prepareDiscard}).
  * - Re-entrancy is refused: while the manager calls out (a notification or a
  *   replay callback), any call that would change state or listeners throws
  *   {@link ReentrancyError} and changes nothing. Queries (isPopulated, replay)
@@ -34,6 +38,7 @@ import type { ByteRange, RunVisitor } from './range.js';
 import { sectionEnd, subSection, type MemoryRegion, type MemoryRegionSection } from './section.js';
 import {
   traceRamDiscardManagerDiscardFailed,
+  traceRamDiscardManagerDiscardRefused,
   traceRamDiscardManagerRegister,
   traceRamDiscardManagerUnregister,
   traceRamDiscardManagerVeto,
@@ -70,6 +75,27 @@ export interface RamDiscardListener {
    * Must not throw; if it does, the failure is reported and ignored.
    */
   notifyDiscard(section: MemoryRegionSection): void;
+  /**
+   * Optional. Called before a state change or a source addition discards
+   * `section`, before anything has changed, with the very section
+   * {@link notifyDiscard} will receive. Throw to refuse: the whole operation
+   * is refused with a {@link ListenerVetoError} (action `discard`) and
+   * changes nothing.
+   *
+   * A listener may prepare here (e.g. split a DMA mapping at the section's
+   * ends) but must not change what it maps: a preparation is never undone,
+   * and another listener may still refuse the operation, so the discard may
+   * never come. Not called for discards that undo a populate (rollback) or
+   * end a registration: those cover exactly what the listener was told to
+   * populate, or all of it.
+   */
+  prepareDiscard?(section: MemoryRegionSection): void;
+  /**
+   * Optional. Called by {@link RamDiscardManager.registerListener} before the
+   * replay, with every populated section the replay will deliver (ascending).
+   * Throw to refuse the registration: nothing is replayed or registered.
+   */
+  prepareRegistration?(populated: readonly MemoryRegionSection[]): void;
 }
 
 /**
@@ -120,6 +146,8 @@ export class RamDiscardManager {
   /** > 0 while calling out to a listener or replay callback. */
   private depth = 0;
   private discardFailureTotal = 0;
+  /** Registered listeners that prepare discards: 0 keeps the common path free of the walk. */
+  private preparing = 0;
 
   constructor(region: MemoryRegion) {
     this.region = region;
@@ -153,6 +181,11 @@ export class RamDiscardManager {
   /** True while the manager is calling out (from inside a callback). */
   get busy(): boolean {
     return this.depth > 0;
+  }
+
+  /** True when some registered listener prepares discards (see {@link prepareDiscard}). */
+  get preparesDiscards(): boolean {
+    return this.preparing > 0;
   }
 
   /** Discard notifications that threw, since creation. */
@@ -216,6 +249,18 @@ export class RamDiscardManager {
     const told: Told[] = [];
     this.depth++;
     try {
+      if (listener.prepareRegistration) {
+        const populated: MemoryRegionSection[] = [];
+        this.forEachPopulated(section.offsetWithinRegion, sectionEnd(section), this.sourceList, (s, e) => {
+          populated.push(subSection(section, s, e));
+        });
+        try {
+          listener.prepareRegistration(populated);
+        } catch (cause) {
+          traceRamDiscardManagerVeto.emit(listener.name, section.offsetWithinRegion, section.size, 'listener registration');
+          throw new ListenerVetoError(listener.name, 'listener registration', section.offsetWithinRegion, section.size, cause);
+        }
+      }
       this.forEachPopulated(section.offsetWithinRegion, sectionEnd(section), this.sourceList, (s, e) => {
         this.populate(listener, subSection(section, s, e), told, 'listener registration');
       });
@@ -224,6 +269,7 @@ export class RamDiscardManager {
     }
     const registration = { listener, section };
     this.registrations.unshift(registration);
+    if (listener.prepareDiscard) this.preparing++;
     return toDisposable(() => {
       if (this.registrations.includes(registration)) this.unregisterListener(listener);
     });
@@ -250,6 +296,7 @@ export class RamDiscardManager {
     } finally {
       this.depth--;
       this.registrations = this.registrations.filter((r) => r !== registration);
+      if (listener.prepareDiscard) this.preparing--;
     }
     return failures;
   }
@@ -276,15 +323,20 @@ export class RamDiscardManager {
     }
     const failures: DiscardFailure[] = [];
     const existing = this.sourceList;
-    this.depth++;
-    try {
+    const eachDiscard = (fn: (listener: RamDiscardListener, section: MemoryRegionSection) => void, preparing: boolean): void => {
       for (const { listener, section } of this.registrations) {
+        if (preparing && !listener.prepareDiscard) continue;
         source.forEachRun(section.offsetWithinRegion, sectionEnd(section), false, (ds, de) => {
           this.forEachPopulated(ds, de, existing, (s, e) => {
-            this.discard(listener, subSection(section, s, e), failures);
+            fn(listener, subSection(section, s, e));
           });
         });
       }
+    };
+    this.depth++;
+    try {
+      if (this.preparing > 0) eachDiscard((l, s) => { this.prepare(l, s, 'source addition'); }, true);
+      eachDiscard((l, s) => { this.discard(l, s, failures); }, false);
     } finally {
       this.depth--;
     }
@@ -337,7 +389,33 @@ export class RamDiscardManager {
     this.depth++;
     try {
       for (const { listener, section } of this.registrations) {
-        this.forEachClipped(section, runs, others, listener, told, undefined);
+        this.forEachClipped(section, runs, others, (s) => {
+          this.populate(listener, s, told, 'state change');
+        });
+      }
+    } finally {
+      this.depth--;
+    }
+  }
+
+  /**
+   * For sources, before the runs become discarded in `source`: asks every
+   * listener that prepares discards ({@link RamDiscardListener.prepareDiscard})
+   * to prepare the sections it will be told to discard.
+   *
+   * @throws ListenerVetoError (action `discard`) when one refuses; nothing
+   *         changed and the source must not make the change.
+   */
+  prepareDiscard(source: RamDiscardSource, runs: readonly ByteRange[]): void {
+    if (this.preparing === 0) return;
+    const others = this.othersOf(source);
+    this.depth++;
+    try {
+      for (const { listener, section } of this.registrations) {
+        if (!listener.prepareDiscard) continue;
+        this.forEachClipped(section, runs, others, (s) => {
+          this.prepare(listener, s, 'state change');
+        });
       }
     } finally {
       this.depth--;
@@ -357,7 +435,9 @@ export class RamDiscardManager {
     this.depth++;
     try {
       for (const { listener, section } of this.registrations) {
-        this.forEachClipped(section, runs, others, listener, undefined, failures);
+        this.forEachClipped(section, runs, others, (s) => {
+          this.discard(listener, s, failures);
+        });
       }
     } finally {
       this.depth--;
@@ -392,6 +472,16 @@ export class RamDiscardManager {
     told.push({ listener, section });
   }
 
+  /** Asks one listener to prepare a discard; a refusal becomes a ListenerVetoError. */
+  private prepare(listener: RamDiscardListener, section: MemoryRegionSection, operation: string): void {
+    try {
+      listener.prepareDiscard?.(section);
+    } catch (cause) {
+      traceRamDiscardManagerDiscardRefused.emit(listener.name, section.offsetWithinRegion, section.size, operation);
+      throw new ListenerVetoError(listener.name, operation, section.offsetWithinRegion, section.size, cause, [], 'discard');
+    }
+  }
+
   /** Notifies one discard; a throw is recorded, never propagated. */
   private discard(listener: RamDiscardListener, section: MemoryRegionSection, failures: DiscardFailure[]): void {
     try {
@@ -405,12 +495,11 @@ export class RamDiscardManager {
   }
 
   /**
-   * Notifies one listener of runs clipped to its section and split where the
-   * other sources discard: populates (into `told`) when `failures` is
-   * undefined, discards otherwise.
+   * Calls `fn` with each part of `runs` inside the listener's section that
+   * every one of `others` populates, as sections of the listener's section.
    */
   private forEachClipped(section: MemoryRegionSection, runs: readonly ByteRange[], others: readonly RamDiscardSource[],
-    listener: RamDiscardListener, told: Told[] | undefined, failures: DiscardFailure[] | undefined): void {
+    fn: (section: MemoryRegionSection) => void): void {
     const lo = section.offsetWithinRegion;
     const hi = lo + section.size;
     for (const run of runs) {
@@ -420,12 +509,10 @@ export class RamDiscardManager {
       if (s >= e) continue;
       if (others.length === 0) {
         // The calling source is the only one: the clipped run is the change.
-        if (failures) this.discard(listener, subSection(section, s, e), failures);
-        else this.populate(listener, subSection(section, s, e), told ?? [], 'state change');
+        fn(subSection(section, s, e));
       } else {
         this.forEachPopulated(s, e, others, (a, b) => {
-          if (failures) this.discard(listener, subSection(section, a, b), failures);
-          else this.populate(listener, subSection(section, a, b), told ?? [], 'state change');
+          fn(subSection(section, a, b));
         });
       }
     }
@@ -518,5 +605,10 @@ export class RamDiscardManager {
 function checkListener(listener: RamDiscardListener): void {
   if (typeof listener.notifyPopulate !== 'function' || typeof listener.notifyDiscard !== 'function' || typeof listener.name !== 'string') {
     throw new InvalidArgumentError('a RamDiscardListener needs a name, notifyPopulate() and notifyDiscard()');
+  }
+  for (const hook of ['prepareDiscard', 'prepareRegistration'] as const) {
+    if (listener[hook] !== undefined && typeof listener[hook] !== 'function') {
+      throw new InvalidArgumentError(`listener '${listener.name}': ${hook} must be a function when present`);
+    }
   }
 }

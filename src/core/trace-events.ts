@@ -30,6 +30,13 @@ export const traceRamDiscardManagerVeto = trace.define<[listener: string, offset
   `"listener '%s' vetoed populate offset 0x%"PRIx64" size 0x%"PRIx64" during %s"`,
 );
 
+/** A listener refused to prepare a discard; the operation changed nothing. */
+export const traceRamDiscardManagerDiscardRefused = trace.define<[listener: string, offset: number, size: number, operation: string]>(
+  'ram_discard_manager_discard_refused',
+  'const char *listener, uint64_t offset, uint64_t size, const char *operation',
+  `"listener '%s' refused discard offset 0x%"PRIx64" size 0x%"PRIx64" during %s"`,
+);
+
 /** A listener threw on a discard notification (which cannot be refused); state stays consistent. */
 export const traceRamDiscardManagerDiscardFailed = trace.define<[listener: string, offset: number, size: number, error: string]>(
   'ram_discard_manager_discard_failed',
