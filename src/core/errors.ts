@@ -301,3 +301,35 @@ export class ConversionError extends GuestmemError {
     this.guestStatus = guestStatus;
   }
 }
+
+/**
+ * A DMA mapping call failed, as the kernel would answer it: `errnoName` is
+ * what VFIO_IOMMU_MAP_DMA, IOMMU_IOAS_UNMAP or a cut returns for the same
+ * request. What the call changed before failing, if anything, is said in the
+ * message (an iommufd unmap stops at the first area it would split).
+ */
+export class DmaMapError extends GuestmemError {
+  declare readonly code: 'ERR_DMA_MAP';
+  /** The mapper (container or IOAS) that refused. */
+  readonly mapper: string;
+  /** The call, e.g. `VFIO_IOMMU_MAP_DMA`. */
+  readonly call: string;
+  /** The kernel's errno for this request: EINVAL, EEXIST, ENOSPC, ENOENT, ENOMEM, ENOTTY, EOPNOTSUPP, EOVERFLOW. */
+  readonly errnoName: string;
+  /** The IOVA range of the call, in hex. */
+  readonly iova: string;
+  /** Its size, in hex. */
+  readonly size: string;
+
+  constructor(fields: { mapper: string; call: string; errnoName: string; iova: number; size: number; detail: string; hint?: string }) {
+    const iova = `0x${fields.iova.toString(16)}`;
+    const size = `0x${fields.size.toString(16)}`;
+    const hint = fields.hint ? ` (hint: ${fields.hint})` : '';
+    super('ERR_DMA_MAP', `${fields.mapper}: ${fields.call} iova ${iova} size ${size} failed: ${fields.errnoName}: ${fields.detail}${hint}`);
+    this.mapper = fields.mapper;
+    this.call = fields.call;
+    this.errnoName = fields.errnoName;
+    this.iova = iova;
+    this.size = size;
+  }
+}
