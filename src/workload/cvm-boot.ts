@@ -53,6 +53,13 @@ export interface CvmBootOptions {
   readonly liveBuffers?: number;
   /** Seed of the random placement. Default 1. */
   readonly seed?: number;
+  /**
+   * What a dma_alloc converts (boot and runtime): 4 KiB by default; 2 MiB for
+   * a guest that converts at 2 MiB (the buffer's whole aligned block).
+   */
+  readonly dmaGranule?: number;
+  /** Keep dma_alloc buffers out of the bounce pool (they come from the page allocator). Default false. */
+  readonly avoidPool?: boolean;
 }
 
 const PAGE = 4 * KiB;
@@ -66,7 +73,6 @@ export function cvmBootScenario(options: CvmBootOptions): Phase[] {
   if (!(fraction > 0 && fraction < 1)) throw new InvalidArgumentError(`swiotlbFraction must be in (0, 1), got ${fraction}`);
   const cap = toSafeByteCount(options.swiotlbMax ?? GiB, 'swiotlbMax');
   const rng = new Rng(options.seed ?? 1);
-  const pages = ramSize / PAGE;
 
   // The pool: 2 MiB aligned, somewhere in the lower half of RAM.
   const poolSize = Math.max(HUGE, Math.floor(Math.min(ramSize * fraction, cap) / HUGE) * HUGE);
@@ -75,8 +81,21 @@ export function cvmBootScenario(options: CvmBootOptions): Phase[] {
   const pool: ScenarioRequest[] = [];
   for (let o = poolStart; o < poolStart + poolSize; o += HUGE) pool.push({ offset: o, size: HUGE, to: 'shared' });
 
+  const unit = options.dmaGranule ?? PAGE;
+  if (unit !== PAGE && unit !== HUGE) throw new InvalidArgumentError(`dmaGranule must be 4 KiB or 2 MiB, got ${hex(unit)}`);
+  const units = ramSize / unit;
+  const poolUnits = { first: poolStart / unit, end: (poolStart + poolSize) / unit };
+  if (options.avoidPool && units - (poolUnits.end - poolUnits.first) <= 0) throw new InvalidArgumentError('the pool leaves no room for dma_alloc buffers');
+  /** A random buffer's first byte (outside the pool when asked). */
+  const place = options.avoidPool
+    ? (): number => {
+      const u = rng.below(units - (poolUnits.end - poolUnits.first));
+      return (u < poolUnits.first ? u : u + (poolUnits.end - poolUnits.first)) * unit;
+    }
+    : (): number => rng.below(units) * unit;
+
   const dma: ScenarioRequest[] = [];
-  for (let i = 0; i < (options.bootDmaPages ?? 10_000); i++) dma.push({ offset: rng.below(pages) * PAGE, size: PAGE, to: 'shared' });
+  for (let i = 0; i < (options.bootDmaPages ?? 10_000); i++) dma.push({ offset: place(), size: unit, to: 'shared' });
 
   const churn: ScenarioRequest[] = [];
   const live = new Float64Array(options.liveBuffers ?? 2_000).fill(-1);
@@ -84,11 +103,11 @@ export function cvmBootScenario(options: CvmBootOptions): Phase[] {
     const slot = rng.below(live.length);
     const page = live[slot] ?? -1;
     if (page >= 0) {
-      churn.push({ offset: page * PAGE, size: PAGE, to: 'private' });
+      churn.push({ offset: page, size: unit, to: 'private' });
       live[slot] = -1;
     } else {
-      const p = rng.below(pages);
-      churn.push({ offset: p * PAGE, size: PAGE, to: 'shared' });
+      const p = place();
+      churn.push({ offset: p, size: unit, to: 'shared' });
       live[slot] = p;
     }
   }
@@ -96,8 +115,8 @@ export function cvmBootScenario(options: CvmBootOptions): Phase[] {
   for (let o = 0; o < ramSize; o += GiB) kexec.push({ offset: o, size: Math.min(GiB, ramSize - o), to: 'private' });
   return [
     { name: 'swiotlb', description: `bounce pool ${hex(poolStart)}+${hex(poolSize)} shared in 2 MiB requests`, requests: pool },
-    { name: 'boot dma', description: 'scattered 4 KiB pages shared by dma_alloc', requests: dma },
-    { name: 'runtime', description: 'dma_alloc/free churn of 4 KiB buffers', requests: churn },
+    { name: 'boot dma', description: `scattered ${unit === PAGE ? '4 KiB pages' : '2 MiB blocks'} shared by dma_alloc`, requests: dma },
+    { name: 'runtime', description: `dma_alloc/free churn of ${unit === PAGE ? '4 KiB buffers' : 'buffers converted at 2 MiB'}`, requests: churn },
     { name: 'kexec', description: 'all RAM back to private in 1 GiB requests', requests: kexec },
   ];
 }
