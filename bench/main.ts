@@ -1,7 +1,8 @@
 /**
  * `npm run bench [-- --json] [--docs] [--only <regexp>]`: runs the benchmarks,
  * prints a table, with --json writes bench/results/latest.json, with --docs
- * rewrites the generated table in docs/benchmarks.md.
+ * rewrites the generated table in docs/benchmarks.md (and the IOMMU matrix in
+ * docs/iommu.md). A partial run (--only) keeps the other saved figures.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -12,6 +13,7 @@ import { toMarkdown, toTable, type BenchResult } from './lib/result.js';
 import { existsSync } from 'node:fs';
 import { runCalibration } from './calibration.bench.js';
 import { runConversionBench } from './conversion.bench.js';
+import { iommuMarkdown, runIommuBench } from './iommu.bench.js';
 import { runKvmBench } from './kvm.bench.js';
 import { runTrackerBench } from './tracker.bench.js';
 
@@ -36,15 +38,21 @@ const results: BenchResult[] = [
   ...await runKvmBench({ ...(only ? { only } : {}), log }),
   ...await runConversionBench({ ...(only ? { only } : {}), log, kvm: existsSync('/dev/kvm') }),
 ];
+const iommu = !only || only.test('iommu') ? await runIommuBench({ ...(only ? { only } : {}), log }) : undefined;
+if (iommu) results.push(...iommu.results);
 
 console.log(toTable(results));
 const missed = results.filter((r) => r.met === false);
 console.log(missed.length === 0 ? 'every goal met' : `goals not met: ${missed.map((r) => r.id).join(', ')}`);
 
+// A partial run (--only) replaces its own figures in the saved ones and keeps the rest.
+const latest = join(repoRoot, 'bench', 'results', 'latest.json');
+const saved: BenchResult[] = only && existsSync(latest) ? JSON.parse(readFileSync(latest, 'utf8')) as BenchResult[] : [];
+const merged = [...saved.map((r) => results.find((n) => n.id === r.id) ?? r), ...results.filter((n) => !saved.some((r) => r.id === n.id))];
+
 if (opts.json) {
-  const dir = join(repoRoot, 'bench', 'results');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+  mkdirSync(join(repoRoot, 'bench', 'results'), { recursive: true });
+  writeFileSync(latest, `${JSON.stringify(merged, null, 2)}\n`);
   log('wrote bench/results/latest.json');
 }
 if (opts.docs) {
@@ -55,7 +63,20 @@ if (opts.docs) {
   const a = doc.indexOf(begin);
   const b = doc.indexOf(end);
   if (a < 0 || b < a) throw new Error(`${path} has no ${begin} ... ${end} section`);
-  const stamp = `Measured ${new Date().toISOString().slice(0, 10)} on: ${machine}.`;
-  writeFileSync(path, `${doc.slice(0, a + begin.length)}\n${stamp}\n\n${toMarkdown(results)}\n${doc.slice(b)}`);
+  const partial = only ? ` (last run: \`--only ${String(opts.only)}\`; the other rows are from the run before)` : '';
+  const stamp = `Measured ${new Date().toISOString().slice(0, 10)} on: ${machine}${partial}.`;
+  writeFileSync(path, `${doc.slice(0, a + begin.length)}\n${stamp}\n\n${toMarkdown(merged)}\n${doc.slice(b)}`);
   log('updated docs/benchmarks.md');
+  if (iommu && iommu.rows.length > 0) {
+    const page = join(repoRoot, 'docs', 'iommu.md');
+    const text = readFileSync(page, 'utf8');
+    const from = '<!-- iommu:begin -->';
+    const to = '<!-- iommu:end -->';
+    const i = text.indexOf(from);
+    const j = text.indexOf(to);
+    if (i < 0 || j < i) throw new Error(`${page} has no ${from} ... ${to} section`);
+    const stamp = `Measured ${new Date().toISOString().slice(0, 10)} on: ${machine}, with \`npm run bench -- --only iommu --docs\`.`;
+    writeFileSync(page, `${text.slice(0, i + from.length)}\n${stamp}\n${iommuMarkdown(iommu.rows)}\n\n${text.slice(j)}`);
+    log('updated docs/iommu.md');
+  }
 }

@@ -57,6 +57,32 @@ export { Rng } from './workload/rng.js';
 export { CountingListener } from './workload/counting-listener.js';
 export { cvmBootScenario, type ScenarioRequest, type CvmBootOptions, type Phase } from './workload/cvm-boot.js';
 export { runTrackerDemo, type PhaseReport, type TrackerDemoReport } from './workload/tracker-demo.js';
+export { attachDmaDevice, sharedHostAddress, type DmaDevice, type DmaDeviceOptions } from './workload/dma-device.js';
+export {
+  describeBoot,
+  dmaBootRequests,
+  dmaFuzzRequests,
+  runDmaScenario,
+  type DmaBootOptions,
+  type DmaFuzzOptions,
+  type DmaModel,
+  type DmaScenarioOptions,
+  type DmaScenarioResult,
+} from './workload/dma-scenario.js';
+
+// DMA mappings of assigned devices
+export { DmaMapError } from './core/errors.js';
+export { type DmaMapper, type DmaMapperEvent, type DmaMapperModelOptions, type DmaMapperStats, type DmaMapping } from './iommu/dma-mapper.js';
+export { DEFAULT_DMA_ENTRY_LIMIT, VfioType1Model, type VfioType1Options } from './iommu/vfio-type1-model.js';
+export { IommufdModel, type CutBehaviour, type IommufdOptions } from './iommu/iommufd-model.js';
+export {
+  DMA_STRATEGIES,
+  DmaMappingListener,
+  type DmaListenerStats,
+  type DmaMappingListenerOptions,
+  type DmaStrategy,
+} from './iommu/dma-mapping-listener.js';
+export { DmaChecker, type DmaCheckReport, type DmaCheckTarget } from './iommu/dma-checker.js';
 
 // Backing stores
 export { type BackingKind, type BackingStore, type HostMapping } from './backing/backing-store.js';

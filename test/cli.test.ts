@@ -29,6 +29,19 @@ describe('guestmem CLI', () => {
     assert.equal(report.phases.length, 4);
   });
 
+  it('shows an assigned device\'s DMA mappings per API and strategy, checked', () => {
+    const r = guestmem('dma', '--ram', '1G', '--runtime', '400', '--limit', '20000');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /1 GiB guest, 6% SWIOTLB pool, runtime conversions at 4 KiB: 430 conversions/);
+    for (const api of ['vfio-type1', 'iommufd']) for (const s of ['per-granule', 'coalesced', 'aligned']) assert.match(r.stdout, new RegExp(`│ ${api}\\s+│ ${s}`));
+    assert.equal((r.stdout.match(/clean \(430 conversions\)/g) ?? []).length, 6);
+    const json = guestmem('dma', '--ram', '256M', '--runtime', '10', '--granularity', '2m', '--json');
+    assert.equal(json.status, 0, json.stderr);
+    const rows = JSON.parse(json.stdout) as { strategy: string; mappings: number; sharedBytes: number }[];
+    assert.equal(rows.length, 6);
+    for (const row of rows.filter((x) => x.strategy === 'aligned')) assert.equal(row.mappings, row.sharedBytes / 2 ** 21);
+  });
+
   it('rejects a bad size with a message and a non-zero status', () => {
     const r = guestmem('demo', '--ram', 'lots');
     assert.notEqual(r.status, 0);

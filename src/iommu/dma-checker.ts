@@ -162,10 +162,12 @@ export class DmaChecker implements Disposable {
     }
   }
 
+  /** Stops watching the mapper. */
   dispose(): void {
     this.subscription.dispose();
   }
 
+  /** The same as {@link dispose}. */
   [Symbol.dispose](): void {
     this.dispose();
   }
@@ -279,7 +281,8 @@ export class DmaChecker implements Disposable {
       const error = mirror.target.manager.replayPopulated(piece, (run) => {
         fn(mirror, run.offsetWithinAddressSpace, run.offsetWithinAddressSpace + run.size);
       });
-      if (error !== undefined) throw error instanceof Error ? error : new Error(String(error));
+      if (error instanceof Error) throw error;
+      if (error !== undefined) throw new Error(`a replay callback threw ${typeof error}`);
     }
   }
 

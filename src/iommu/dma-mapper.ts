@@ -40,9 +40,11 @@ export interface DmaMapperStats {
   readonly pinnedBytes: number;
   /** Most bytes pinned at any time. */
   readonly peakPinnedBytes: number;
-  /** Successful calls. */
+  /** Successful maps. */
   readonly mapCalls: number;
+  /** Successful unmaps. */
   readonly unmapCalls: number;
+  /** Cuts that split a mapping. */
   readonly cutCalls: number;
   /** Failed calls, by errno name. */
   readonly failures: Readonly<Record<string, number>>;
@@ -126,7 +128,7 @@ export abstract class DmaMapperModel implements DmaMapper {
   abstract readonly mappingLimit: number;
   abstract readonly limitName: string;
   abstract readonly canCut: boolean;
-  protected readonly tree = new IntervalMap();
+  protected readonly tree = new IntervalMap<DmaMapping>();
   private readonly memlockLimit: number;
   private readonly observers = new Set<(event: DmaMapperEvent) => void>();
   private peakMappings = 0;

@@ -81,8 +81,11 @@ export interface DmaListenerStats {
 
 /** A device's DMA mappings of one RAM region (see the module documentation). */
 export class DmaMappingListener implements RamDiscardListener {
+  /** Names the listener in errors and traces. */
   readonly name: string;
+  /** The container or IOAS it maps into. */
   readonly mapper: DmaMapper;
+  /** How populated sections become mappings. */
   readonly strategy: DmaStrategy;
   /** Mapping granule in bytes (0 for coalesced). */
   readonly granule: number;
@@ -133,6 +136,7 @@ export class DmaMappingListener implements RamDiscardListener {
     return Math.ceil(end / g) - Math.floor(start / g);
   }
 
+  /** Refuses a registration whose replay alone would pass the mapper's limit. */
   prepareRegistration(populated: readonly MemoryRegionSection[]): void {
     let need = 0;
     for (const s of populated) need += this.mappingsFor(s);
@@ -140,6 +144,7 @@ export class DmaMappingListener implements RamDiscardListener {
     if (first) this.checkLimit(need, first.offsetWithinAddressSpace, 0, 'the registration replay');
   }
 
+  /** Maps the section (all or nothing); refuses when the limit would be passed. */
   notifyPopulate(section: MemoryRegionSection): void {
     const need = this.mappingsFor(section);
     this.checkLimit(need, section.offsetWithinAddressSpace, section.size, 'this populate');
@@ -164,6 +169,7 @@ export class DmaMappingListener implements RamDiscardListener {
     this.populates++;
   }
 
+  /** Cuts the mappings that straddle the section's ends; refuses when a cut is impossible or fails. */
   prepareDiscard(section: MemoryRegionSection): void {
     const start = section.offsetWithinAddressSpace;
     const end = start + section.size;
@@ -187,6 +193,7 @@ export class DmaMappingListener implements RamDiscardListener {
     }
   }
 
+  /** Unmaps the section (whole mappings, after the preparation). */
   notifyDiscard(section: MemoryRegionSection): void {
     this.discards++;
     const iova = section.offsetWithinAddressSpace;

@@ -4,13 +4,18 @@
  * interval holding an address and walks over a range in O(log n + k).
  */
 import sortedBtree from 'sorted-btree';
-import type { DmaMapping } from './dma-mapper.js';
 
 const BTree = sortedBtree.default;
 
-/** Disjoint mappings by IOVA. The caller keeps them disjoint. */
-export class IntervalMap {
-  private readonly tree = new BTree<number, DmaMapping>();
+/** An IOVA interval. */
+export interface Interval {
+  readonly iova: number;
+  readonly size: number;
+}
+
+/** Disjoint intervals by IOVA. The caller keeps them disjoint. */
+export class IntervalMap<T extends Interval> {
+  private readonly tree = new BTree<number, T>();
   private bytes = 0;
 
   /** Number of intervals. */
@@ -24,7 +29,7 @@ export class IntervalMap {
   }
 
   /** The interval holding `iova`, if any. */
-  at(iova: number): DmaMapping | undefined {
+  at(iova: number): T | undefined {
     const pair = this.tree.getPairOrNextLower(iova);
     const m = pair?.[1];
     return m && iova < m.iova + m.size ? m : undefined;
@@ -38,8 +43,8 @@ export class IntervalMap {
   }
 
   /** The intervals meeting [iova, iova + size), ascending. */
-  within(iova: number, size: number): DmaMapping[] {
-    const found: DmaMapping[] = [];
+  within(iova: number, size: number): T[] {
+    const found: T[] = [];
     const first = this.at(iova);
     if (first) found.push(first);
     // Those starting inside the range (one starting at iova is `first`).
@@ -50,18 +55,18 @@ export class IntervalMap {
   }
 
   /** Adds an interval (which must not overlap any). */
-  add(m: DmaMapping): void {
+  add(m: T): void {
     this.tree.set(m.iova, m);
     this.bytes += m.size;
   }
 
   /** Removes the interval starting at `iova`. */
-  remove(m: DmaMapping): void {
+  remove(m: T): void {
     if (this.tree.delete(m.iova)) this.bytes -= m.size;
   }
 
   /** Every interval, ascending. */
-  *[Symbol.iterator](): IterableIterator<DmaMapping> {
+  *[Symbol.iterator](): IterableIterator<T> {
     for (const [, m] of this.tree.entries()) yield m;
   }
 }

@@ -33,10 +33,10 @@ export interface IommufdOptions extends DmaMapperModelOptions {
 
 /** An iommufd IOAS's areas (see the module documentation). */
 export class IommufdModel extends DmaMapperModel {
-  readonly kind = 'iommufd';
-  readonly mappingLimit = Infinity;
-  readonly limitName = 'none';
-  readonly canCut = true;
+  override readonly kind = 'iommufd';
+  override readonly mappingLimit = Infinity;
+  override readonly limitName = 'none';
+  override readonly canCut = true;
   /** What cuts do; may be changed at any time (tests). */
   cuts: CutBehaviour;
 
@@ -49,7 +49,7 @@ export class IommufdModel extends DmaMapperModel {
     this.cuts = cuts;
   }
 
-  map(iova: number, size: number, vaddr: number): void {
+  override map(iova: number, size: number, vaddr: number): void {
     const call = 'IOMMU_IOAS_MAP';
     if (size === 0 || !this.aligned(iova, size, vaddr)) {
       throw this.fail(call, 'EINVAL', iova, size, `iova, length and user_va must be non-zero multiples of the IOVA alignment ${hex(this.pageSize)}`);
@@ -66,7 +66,7 @@ export class IommufdModel extends DmaMapperModel {
     this.added({ iova, size, vaddr });
   }
 
-  unmap(iova: number, size: number): number {
+  override unmap(iova: number, size: number): number {
     const call = 'IOMMU_IOAS_UNMAP';
     if (size === 0 || !this.aligned(iova, size)) {
       throw this.fail(call, 'EINVAL', iova, size, `iova and length must be non-zero multiples of the IOVA alignment ${hex(this.pageSize)}`);
@@ -87,7 +87,7 @@ export class IommufdModel extends DmaMapperModel {
     return bytes;
   }
 
-  cut(iova: number): boolean {
+  override cut(iova: number): boolean {
     if (!this.aligned(iova)) throw this.fail('cut', 'EINVAL', iova, 0, `the cut must be at a multiple of the IOVA alignment ${hex(this.pageSize)}`);
     const area = this.tree.at(iova);
     if (!area || area.iova === iova) return false;

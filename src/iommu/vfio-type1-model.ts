@@ -28,10 +28,10 @@ export interface VfioType1Options extends DmaMapperModelOptions {
 
 /** A VFIO type1 container's DMA mappings (see the module documentation). */
 export class VfioType1Model extends DmaMapperModel {
-  readonly kind = 'vfio-type1';
-  readonly mappingLimit: number;
-  readonly limitName = 'dma_entry_limit';
-  readonly canCut = false;
+  override readonly kind = 'vfio-type1';
+  override readonly mappingLimit: number;
+  override readonly limitName = 'dma_entry_limit';
+  override readonly canCut = false;
 
   constructor(options: VfioType1Options = {}) {
     super('vfio-type1', options);
@@ -42,7 +42,7 @@ export class VfioType1Model extends DmaMapperModel {
     this.mappingLimit = limit;
   }
 
-  map(iova: number, size: number, vaddr: number): void {
+  override map(iova: number, size: number, vaddr: number): void {
     const call = 'VFIO_IOMMU_MAP_DMA';
     if (size === 0 || !this.aligned(iova, size, vaddr)) {
       throw this.fail(call, 'EINVAL', iova, size, `iova, size and vaddr ${fmt(vaddr)} must be non-zero multiples of the IOMMU page size ${hex(this.pageSize)}`);
@@ -63,7 +63,7 @@ export class VfioType1Model extends DmaMapperModel {
     this.added({ iova, size, vaddr });
   }
 
-  unmap(iova: number, size: number): number {
+  override unmap(iova: number, size: number): number {
     const call = 'VFIO_IOMMU_UNMAP_DMA';
     if (size === 0 || !this.aligned(iova, size)) {
       throw this.fail(call, 'EINVAL', iova, size, `iova and size must be non-zero multiples of the IOMMU page size ${hex(this.pageSize)}`);
@@ -86,7 +86,7 @@ export class VfioType1Model extends DmaMapperModel {
     return bytes;
   }
 
-  cut(iova: number): boolean {
+  override cut(iova: number): boolean {
     throw this.fail('cut', 'ENOTTY', iova, 0, 'VFIO type1 has no way to split a mapping');
   }
 }

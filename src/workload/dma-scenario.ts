@@ -6,7 +6,7 @@
  * mappings that can cover shared memory), and the checker's findings.
  */
 import { ConversionError, InconsistentStateError } from '../core/errors.js';
-import { GiB, KiB, MiB, hex } from '../core/units.js';
+import { KiB, MiB, formatBytes } from '../core/units.js';
 import { createSimulatedCvmMemory } from '../conversion/cvm.js';
 import { apiRequest } from '../conversion/request.js';
 import type { DmaCheckReport } from '../iommu/dma-checker.js';
@@ -29,7 +29,9 @@ export interface DmaScenarioOptions {
   readonly requests: readonly ScenarioRequest[];
   /** The conversion granularity the orchestrator enforces. */
   readonly granularity: '4k' | '2m';
+  /** The mapping API of the device. */
   readonly model: DmaModel;
+  /** The device's mapping strategy. */
   readonly strategy: DmaStrategy;
   /** type1's dma_entry_limit. Default 65535. */
   readonly dmaEntryLimit?: number;
@@ -43,8 +45,11 @@ export interface DmaScenarioOptions {
 
 /** What a scenario did. */
 export interface DmaScenarioResult {
+  /** The mapping API of the device. */
   readonly model: DmaModel;
+  /** The device's mapping strategy. */
   readonly strategy: DmaStrategy;
+  /** Conversions requested. */
   readonly conversions: number;
   /** Conversions refused because the device's listener refused them (a veto: nothing changed). */
   readonly vetoed: number;
@@ -58,19 +63,23 @@ export interface DmaScenarioResult {
   readonly remaps: number;
   /** Other refusals (validation): not the device's doing. */
   readonly otherRefusals: number;
-  /** Mappings at the end, and most at any time. */
+  /** Mappings at the end. */
   readonly mappings: number;
+  /** Most mappings at any time. */
   readonly peakMappings: number;
   /** Maximal shared runs at the end: the fewest mappings that can cover shared memory. */
   readonly sharedRuns: number;
   /** Most (mappings - maximal shared runs) after any conversion (when counted each step). */
   readonly maxExcess: number | undefined;
-  /** Successful mapper calls. */
+  /** Successful maps. */
   readonly mapCalls: number;
+  /** Successful unmaps. */
   readonly unmapCalls: number;
+  /** Cuts that split a mapping. */
   readonly cutCalls: number;
-  /** Bytes pinned at the end, and most at any time. */
+  /** Bytes pinned at the end. */
   readonly pinnedBytes: number;
+  /** Most bytes pinned at any time. */
   readonly peakPinnedBytes: number;
   /** Shared bytes at the end. */
   readonly sharedBytes: number;
@@ -138,6 +147,7 @@ export async function runDmaScenario(options: DmaScenarioOptions): Promise<DmaSc
 
 /** Options for {@link dmaBootRequests}. */
 export interface DmaBootOptions {
+  /** Guest RAM in bytes (a multiple of 2 MiB). */
   readonly ramSize: number;
   /** SWIOTLB pool as a fraction of RAM (no cap). */
   readonly swiotlbFraction: number;
@@ -145,6 +155,7 @@ export interface DmaBootOptions {
   readonly runtime: number;
   /** What each dma_alloc converts: 4 KiB, or 2 MiB for a guest that converts at 2 MiB. */
   readonly dmaGranule: number;
+  /** Seed of the random placement. Default 1. */
   readonly seed?: number;
 }
 
@@ -160,10 +171,13 @@ export function dmaBootRequests(options: DmaBootOptions): ScenarioRequest[] {
 
 /** Options for {@link dmaFuzzRequests}. */
 export interface DmaFuzzOptions {
+  /** Guest RAM in bytes. */
   readonly ramSize: number;
+  /** Requests. */
   readonly count: number;
   /** Alignment and size unit of every request: 4 KiB or 2 MiB. */
   readonly unit: number;
+  /** Seed of the stream. Default 7. */
   readonly seed?: number;
 }
 
@@ -184,7 +198,7 @@ export function dmaFuzzRequests(options: DmaFuzzOptions): ScenarioRequest[] {
   return out;
 }
 
-/** A one-line name for a boot scenario, e.g. `16 GiB, 6% pool, 4 KiB`. */
+/** A one-line name for a boot scenario. */
 export function describeBoot(options: DmaBootOptions): string {
-  return `${String(options.ramSize / GiB)} GiB, ${String(Math.round(options.swiotlbFraction * 100))}% pool, ${options.dmaGranule === 4 * KiB ? '4 KiB' : hex(options.dmaGranule)} runtime`;
+  return `${formatBytes(options.ramSize)} guest, ${String(Math.round(options.swiotlbFraction * 100))}% SWIOTLB pool, runtime conversions at ${formatBytes(options.dmaGranule)}`;
 }
