@@ -55,28 +55,23 @@ if (opts.json) {
   writeFileSync(latest, `${JSON.stringify(merged, null, 2)}\n`);
   log('wrote bench/results/latest.json');
 }
-if (opts.docs) {
-  const path = join(repoRoot, 'docs', 'benchmarks.md');
+/** Rewrites the part of a doc between two markers. */
+function rewriteBetween(file: string, begin: string, end: string, content: string): void {
+  const path = join(repoRoot, 'docs', file);
   const doc = readFileSync(path, 'utf8');
-  const begin = '<!-- bench:begin -->';
-  const end = '<!-- bench:end -->';
   const a = doc.indexOf(begin);
   const b = doc.indexOf(end);
   if (a < 0 || b < a) throw new Error(`${path} has no ${begin} ... ${end} section`);
+  writeFileSync(path, `${doc.slice(0, a + begin.length)}\n${content}\n${doc.slice(b)}`);
+  log(`updated docs/${file}`);
+}
+
+if (opts.docs) {
+  const date = new Date().toISOString().slice(0, 10);
   const partial = only ? ` (last run: \`--only ${String(opts.only)}\`; the other rows are from the run before)` : '';
-  const stamp = `Measured ${new Date().toISOString().slice(0, 10)} on: ${machine}${partial}.`;
-  writeFileSync(path, `${doc.slice(0, a + begin.length)}\n${stamp}\n\n${toMarkdown(merged)}\n${doc.slice(b)}`);
-  log('updated docs/benchmarks.md');
+  rewriteBetween('benchmarks.md', '<!-- bench:begin -->', '<!-- bench:end -->', `Measured ${date} on: ${machine}${partial}.\n\n${toMarkdown(merged)}`);
   if (iommu && iommu.rows.length > 0) {
-    const page = join(repoRoot, 'docs', 'iommu.md');
-    const text = readFileSync(page, 'utf8');
-    const from = '<!-- iommu:begin -->';
-    const to = '<!-- iommu:end -->';
-    const i = text.indexOf(from);
-    const j = text.indexOf(to);
-    if (i < 0 || j < i) throw new Error(`${page} has no ${from} ... ${to} section`);
-    const stamp = `Measured ${new Date().toISOString().slice(0, 10)} on: ${machine}, with \`npm run bench -- --only iommu --docs\`.`;
-    writeFileSync(page, `${text.slice(0, i + from.length)}\n${stamp}\n${iommuMarkdown(iommu.rows)}\n\n${text.slice(j)}`);
-    log('updated docs/iommu.md');
+    rewriteBetween('iommu.md', '<!-- iommu:begin -->', '<!-- iommu:end -->',
+      `Measured ${date} on: ${machine}, with \`npm run bench -- --only iommu --docs\`.\n${iommuMarkdown(iommu.rows)}\n`);
   }
 }

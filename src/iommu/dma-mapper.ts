@@ -12,6 +12,7 @@
  */
 import { DmaMapError, InvalidArgumentError } from '../core/errors.js';
 import { toDisposable, type Disposable } from '../core/event.js';
+import { hex } from '../core/units.js';
 import { IntervalMap } from './interval-map.js';
 
 /** One mapping: an IOVA range onto host memory. */
@@ -192,6 +193,36 @@ export abstract class DmaMapperModel implements DmaMapper {
     return values.every((v) => Number.isSafeInteger(v) && v >= 0 && v % this.pageSize === 0);
   }
 
+  /**
+   * The checks both kernels make of a map, in their order: alignment and
+   * size (EINVAL), wrap-around (`wrapErrno`), overlap (EEXIST); then the
+   * model's own (`more`, e.g. the entry limit); then the pin (ENOMEM).
+   */
+  protected checkMap(call: string, iova: number, size: number, vaddr: number, wrapErrno: string, more?: () => DmaMapError | undefined): void {
+    if (size === 0 || !this.aligned(iova, size, vaddr)) {
+      throw this.fail(call, 'EINVAL', iova, size, `iova, size and vaddr ${fmt(vaddr)} must be non-zero multiples of the IOMMU page size ${hex(this.pageSize)}`);
+    }
+    if (!Number.isSafeInteger(iova + size) || !Number.isSafeInteger(vaddr + size)) {
+      throw this.fail(call, wrapErrno, iova, size, 'the range wraps around');
+    }
+    const overlap = this.tree.overlaps(iova, size) ? this.tree.within(iova, size)[0] : undefined;
+    if (overlap) {
+      // iommufd calls its mappings areas.
+      const noun = this.kind === 'iommufd' ? 'area' : 'mapping';
+      throw this.fail(call, 'EEXIST', iova, size, `overlaps the ${noun} ${hex(overlap.iova)}+${hex(overlap.size)}`);
+    }
+    const refusal = more?.() ?? this.pinLimitError(call, iova, size);
+    if (refusal) throw refusal;
+  }
+
+  /** The checks both kernels make of an unmap's range: alignment and size (EINVAL), wrap-around (`wrapErrno`). */
+  protected checkUnmap(call: string, iova: number, size: number, wrapErrno: string): void {
+    if (size === 0 || !this.aligned(iova, size)) {
+      throw this.fail(call, 'EINVAL', iova, size, `iova and size must be non-zero multiples of the IOMMU page size ${hex(this.pageSize)}`);
+    }
+    if (!Number.isSafeInteger(iova + size)) throw this.fail(call, wrapErrno, iova, size, 'the range wraps around');
+  }
+
   /** The pin of a new mapping: ENOMEM past RLIMIT_MEMLOCK. */
   protected pinLimitError(call: string, iova: number, size: number): DmaMapError | undefined {
     if (this.tree.totalBytes + size <= this.memlockLimit) return undefined;
@@ -230,6 +261,11 @@ export abstract class DmaMapperModel implements DmaMapper {
   private emit(event: DmaMapperEvent): void {
     for (const fn of this.observers) fn(event);
   }
+}
+
+/** A value as the kernel would print it: hex, or as given when it is no address. */
+function fmt(v: number): string {
+  return Number.isSafeInteger(v) && v >= 0 ? hex(v) : String(v);
 }
 
 /** A value to print in an error: the number, or 0 when it is not one. */

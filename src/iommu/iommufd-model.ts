@@ -50,28 +50,13 @@ export class IommufdModel extends DmaMapperModel {
   }
 
   override map(iova: number, size: number, vaddr: number): void {
-    const call = 'IOMMU_IOAS_MAP';
-    if (size === 0 || !this.aligned(iova, size, vaddr)) {
-      throw this.fail(call, 'EINVAL', iova, size, `iova, length and user_va must be non-zero multiples of the IOVA alignment ${hex(this.pageSize)}`);
-    }
-    if (!Number.isSafeInteger(iova + size) || !Number.isSafeInteger(vaddr + size)) {
-      throw this.fail(call, 'EOVERFLOW', iova, size, 'the range wraps around');
-    }
-    if (this.tree.overlaps(iova, size)) {
-      const m = this.tree.within(iova, size)[0];
-      throw this.fail(call, 'EEXIST', iova, size, `overlaps the area ${m ? `${hex(m.iova)}+${hex(m.size)}` : ''}`);
-    }
-    const pin = this.pinLimitError(call, iova, size);
-    if (pin) throw pin;
+    this.checkMap('IOMMU_IOAS_MAP', iova, size, vaddr, 'EOVERFLOW');
     this.added({ iova, size, vaddr });
   }
 
   override unmap(iova: number, size: number): number {
     const call = 'IOMMU_IOAS_UNMAP';
-    if (size === 0 || !this.aligned(iova, size)) {
-      throw this.fail(call, 'EINVAL', iova, size, `iova and length must be non-zero multiples of the IOVA alignment ${hex(this.pageSize)}`);
-    }
-    if (!Number.isSafeInteger(iova + size)) throw this.fail(call, 'EOVERFLOW', iova, size, 'the range wraps around');
+    this.checkUnmap(call, iova, size, 'EOVERFLOW');
     let bytes = 0;
     for (const m of this.tree.within(iova, size)) {
       if (m.iova < iova || m.iova + m.size > iova + size) {

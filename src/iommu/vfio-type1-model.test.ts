@@ -1,41 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { thrown } from '../../test/support/thrown.js';
+import { HOST, TWO_53, m, mapAll, refused } from '../../test/support/dma.js';
 import { DmaMapError, InvalidArgumentError } from '../core/errors.js';
 import { KiB, MiB } from '../core/units.js';
-import type { DmaMapperEvent, DmaMapping } from './dma-mapper.js';
+import type { DmaMapperEvent } from './dma-mapper.js';
 import { DEFAULT_DMA_ENTRY_LIMIT, VfioType1Model } from './vfio-type1-model.js';
-
-/** Host address of IOVA 0 in these tests: every mapping is iova -> HOST + iova. */
-const HOST = 0x7f00_0000_0000;
-/** 2^53, the first IOVA past the safe integers. */
-const TWO_53 = 2 ** 53;
-
-/** A mapping of [iova, iova + size) onto HOST + iova. */
-function m(iova: number, size: number): DmaMapping {
-  return { iova, size, vaddr: HOST + iova };
-}
-
-/** Maps each [iova, size) onto HOST + iova. */
-function mapAll(mapper: VfioType1Model, ...ranges: (readonly [number, number])[]): void {
-  for (const [iova, size] of ranges) mapper.map(iova, size, HOST + iova);
-}
-
-/**
- * Runs a call that must fail with `errnoName` and change nothing (mappings,
- * pinned bytes, successful call counts); returns the error.
- */
-function refused(mapper: VfioType1Model, errnoName: string, fn: () => unknown): DmaMapError {
-  const before = mapper.mappings();
-  const { pinnedBytes, mapCalls, unmapCalls } = mapper.stats;
-  const error = thrown(DmaMapError, fn);
-  assert.equal(error.errnoName, errnoName, error.message);
-  assert.equal(error.code, 'ERR_DMA_MAP');
-  assert.deepEqual(mapper.mappings(), before, `a failed call (${errnoName}) changes no mapping`);
-  const after = mapper.stats;
-  assert.deepEqual([after.pinnedBytes, after.mapCalls, after.unmapCalls], [pinnedBytes, mapCalls, unmapCalls]);
-  return error;
-}
 
 describe('VfioType1Model', () => {
   describe('map', () => {

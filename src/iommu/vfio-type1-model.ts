@@ -44,31 +44,15 @@ export class VfioType1Model extends DmaMapperModel {
 
   override map(iova: number, size: number, vaddr: number): void {
     const call = 'VFIO_IOMMU_MAP_DMA';
-    if (size === 0 || !this.aligned(iova, size, vaddr)) {
-      throw this.fail(call, 'EINVAL', iova, size, `iova, size and vaddr ${fmt(vaddr)} must be non-zero multiples of the IOMMU page size ${hex(this.pageSize)}`);
-    }
-    if (!Number.isSafeInteger(iova + size) || !Number.isSafeInteger(vaddr + size)) {
-      throw this.fail(call, 'EINVAL', iova, size, 'the range wraps around');
-    }
-    if (this.tree.overlaps(iova, size)) {
-      const m = this.tree.within(iova, size)[0];
-      throw this.fail(call, 'EEXIST', iova, size, `overlaps the mapping ${m ? `${hex(m.iova)}+${hex(m.size)}` : ''}`);
-    }
-    if (this.tree.count >= this.mappingLimit) {
-      throw this.fail(call, 'ENOSPC', iova, size, `all ${String(this.mappingLimit)} mappings of dma_entry_limit are in use`,
-        'raise vfio_iommu_type1.dma_entry_limit, use iommufd, or map larger ranges');
-    }
-    const pin = this.pinLimitError(call, iova, size);
-    if (pin) throw pin;
+    this.checkMap(call, iova, size, vaddr, 'EINVAL', () => (this.tree.count < this.mappingLimit ? undefined
+      : this.fail(call, 'ENOSPC', iova, size, `all ${String(this.mappingLimit)} mappings of dma_entry_limit are in use`,
+        'raise vfio_iommu_type1.dma_entry_limit, use iommufd, or map larger ranges')));
     this.added({ iova, size, vaddr });
   }
 
   override unmap(iova: number, size: number): number {
     const call = 'VFIO_IOMMU_UNMAP_DMA';
-    if (size === 0 || !this.aligned(iova, size)) {
-      throw this.fail(call, 'EINVAL', iova, size, `iova and size must be non-zero multiples of the IOMMU page size ${hex(this.pageSize)}`);
-    }
-    if (!Number.isSafeInteger(iova + size)) throw this.fail(call, 'EINVAL', iova, size, 'the range wraps around');
+    this.checkUnmap(call, iova, size, 'EINVAL');
     const first = this.tree.at(iova);
     if (first && first.iova !== iova) {
       throw this.fail(call, 'EINVAL', iova, size, `the range starts inside the mapping ${hex(first.iova)}+${hex(first.size)}, which type1 cannot split`);
@@ -89,8 +73,4 @@ export class VfioType1Model extends DmaMapperModel {
   override cut(iova: number): boolean {
     throw this.fail('cut', 'ENOTTY', iova, 0, 'VFIO type1 has no way to split a mapping');
   }
-}
-
-function fmt(v: number): string {
-  return Number.isSafeInteger(v) && v >= 0 ? hex(v) : String(v);
 }
