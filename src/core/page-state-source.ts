@@ -275,10 +275,9 @@ export abstract class PageStateSource implements RamDiscardSource {
    *
    * 1. validate (alignment, size, wrap-around, bounds) — else throw, nothing changed;
    * 2. find the maximal runs in the opposite state, and call {@link onRequest};
-   * 3. nothing to change: return;
+   * 3. nothing to change: return; for a discard, listeners that prepare
+   *    discards may refuse it (throws ListenerVetoError, nothing changed);
    * 4. change the map;
-   *    A listener that prepares discards may refuse a discard here (throws
-   *    ListenerVetoError, nothing changed).
    * 5. notify the manager: one notification per run per listener. A populate
    *    veto restores the runs and rethrows the {@link ListenerVetoError}.
    *    A detached source (see {@link detach}) notifies nobody: its state only

@@ -249,21 +249,18 @@ export class RamDiscardManager {
     const told: Told[] = [];
     this.depth++;
     try {
-      if (listener.prepareRegistration) {
-        const populated: MemoryRegionSection[] = [];
-        this.forEachPopulated(section.offsetWithinRegion, sectionEnd(section), this.sourceList, (s, e) => {
-          populated.push(subSection(section, s, e));
-        });
-        try {
-          listener.prepareRegistration(populated);
-        } catch (cause) {
-          traceRamDiscardManagerVeto.emit(listener.name, section.offsetWithinRegion, section.size, 'listener registration');
-          throw new ListenerVetoError(listener.name, 'listener registration', section.offsetWithinRegion, section.size, cause);
-        }
-      }
+      // One walk: the listener may look at the whole replay before it starts.
+      const populated: MemoryRegionSection[] = [];
       this.forEachPopulated(section.offsetWithinRegion, sectionEnd(section), this.sourceList, (s, e) => {
-        this.populate(listener, subSection(section, s, e), told, 'listener registration');
+        populated.push(subSection(section, s, e));
       });
+      try {
+        listener.prepareRegistration?.(populated);
+      } catch (cause) {
+        traceRamDiscardManagerVeto.emit(listener.name, section.offsetWithinRegion, section.size, 'listener registration');
+        throw new ListenerVetoError(listener.name, 'listener registration', section.offsetWithinRegion, section.size, cause);
+      }
+      for (const part of populated) this.populate(listener, part, told, 'listener registration');
     } finally {
       this.depth--;
     }
@@ -323,9 +320,8 @@ export class RamDiscardManager {
     }
     const failures: DiscardFailure[] = [];
     const existing = this.sourceList;
-    const eachDiscard = (fn: (listener: RamDiscardListener, section: MemoryRegionSection) => void, preparing: boolean): void => {
+    const eachDiscard = (fn: (listener: RamDiscardListener, section: MemoryRegionSection) => void): void => {
       for (const { listener, section } of this.registrations) {
-        if (preparing && !listener.prepareDiscard) continue;
         source.forEachRun(section.offsetWithinRegion, sectionEnd(section), false, (ds, de) => {
           this.forEachPopulated(ds, de, existing, (s, e) => {
             fn(listener, subSection(section, s, e));
@@ -335,8 +331,8 @@ export class RamDiscardManager {
     };
     this.depth++;
     try {
-      if (this.preparing > 0) eachDiscard((l, s) => { this.prepare(l, s, 'source addition'); }, true);
-      eachDiscard((l, s) => { this.discard(l, s, failures); }, false);
+      if (this.preparing > 0) eachDiscard((l, s) => { this.prepare(l, s, 'source addition'); });
+      eachDiscard((l, s) => { this.discard(l, s, failures); });
     } finally {
       this.depth--;
     }

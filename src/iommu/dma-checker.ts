@@ -75,6 +75,12 @@ interface Range {
   readonly end: number;
 }
 
+/** Everything a report found: the sum of its counts but `conversions`. */
+export function violationCount(report: Omit<DmaCheckReport, 'violations'>): number {
+  const c = report;
+  return c.transientGaps + c.doubleMapped + c.stale + c.missing + c.wrongAddress + c.outside + c.mapperMismatches;
+}
+
 /** Checks a mapper's mappings against shared memory (see the module documentation). */
 export class DmaChecker implements Disposable {
   private readonly mirrors: Mirror[];
@@ -107,8 +113,7 @@ export class DmaChecker implements Disposable {
 
   /** True when nothing was found. */
   get clean(): boolean {
-    const c = this.counts;
-    return c.transientGaps + c.doubleMapped + c.stale + c.missing + c.wrongAddress + c.outside + c.mapperMismatches === 0;
+    return violationCount(this.counts) === 0;
   }
 
   /**
@@ -156,9 +161,10 @@ export class DmaChecker implements Disposable {
       this.counts.mapperMismatches++;
       this.note(`the mapper pins ${hex(stats.pinnedBytes)} bytes but ${hex(pages * PAGE)} were seen mapped`);
     }
-    if (stats.mappings !== this.mapper.mappings().length) {
+    const listed = this.mapper.mappings().length;
+    if (stats.mappings !== listed) {
       this.counts.mapperMismatches++;
-      this.note(`the mapper counts ${String(stats.mappings)} mappings but lists ${String(this.mapper.mappings().length)}`);
+      this.note(`the mapper counts ${String(stats.mappings)} mappings but lists ${String(listed)}`);
     }
   }
 

@@ -4,6 +4,7 @@
  */
 import Table from 'cli-table3';
 import { formatBytes } from '../core/units.js';
+import { violationCount } from '../iommu/dma-checker.js';
 import type { DmaScenarioResult } from '../workload/dma-scenario.js';
 
 export function formatDmaScenario(title: string, results: readonly DmaScenarioResult[], color: boolean): string {
@@ -15,7 +16,7 @@ export function formatDmaScenario(title: string, results: readonly DmaScenarioRe
   });
   for (const r of results) {
     const c = r.check;
-    const violations = c.transientGaps + c.stale + c.missing + c.doubleMapped + c.wrongAddress + c.outside + c.mapperMismatches;
+    const violations = violationCount(c);
     table.push([r.model, r.strategy, r.mappings, r.peakMappings, r.sharedRuns, `${String(r.mapCalls)}/${String(r.unmapCalls)}/${String(r.cutCalls)}`,
       formatBytes(r.pinnedBytes), r.vetoed, r.midConversionFailures + r.remaps,
       violations === 0 ? `clean (${String(c.conversions)} conversions)` : `${String(violations)} violations: ${c.violations[0] ?? ''}`]);

@@ -60,7 +60,10 @@ export async function attachDmaDevice(cvm: CvmMemory, options: DmaDeviceOptions)
   const checker = options.check
     ? new DmaChecker(options.mapper, targets.map((t) => ({ manager: t.block.manager, section: t.section, hostAddress: t.hostAddress })))
     : undefined;
-  const listeners: DmaMappingListener[] = [];
+  const attached: { readonly block: RamBlock; readonly listener: DmaMappingListener }[] = [];
+  const unregisterAll = async (): Promise<void> => {
+    for (const { block, listener } of attached) await cvm.orchestrator.unregisterListener(block, listener);
+  };
   try {
     for (const t of targets) {
       const listener = new DmaMappingListener({
@@ -68,29 +71,23 @@ export async function attachDmaDevice(cvm: CvmMemory, options: DmaDeviceOptions)
         hostAddress: t.hostAddress, ...(options.granule ? { granule: options.granule } : {}),
       });
       await cvm.orchestrator.registerListener(t.block, listener, t.section);
-      listeners.push(listener);
+      attached.push({ block: t.block, listener });
     }
   } catch (error) {
-    for (const [i, l] of listeners.entries()) {
-      const block = targets[i]?.block;
-      if (block) await cvm.orchestrator.unregisterListener(block, l);
-    }
+    await unregisterAll();
     checker?.dispose();
     throw error;
   }
-  let attached = true;
+  let detached = false;
   return {
     mapper: options.mapper,
-    listeners,
+    listeners: attached.map((a) => a.listener),
     checker,
     detach: async () => {
-      if (!attached) return;
-      attached = false;
+      if (detached) return;
+      detached = true;
       checker?.dispose();
-      for (const [i, l] of listeners.entries()) {
-        const block = targets[i]?.block;
-        if (block) await cvm.orchestrator.unregisterListener(block, l);
-      }
+      await unregisterAll();
     },
   };
 }

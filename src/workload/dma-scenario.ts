@@ -8,6 +8,7 @@
 import { ConversionError, InconsistentStateError } from '../core/errors.js';
 import { KiB, MiB, formatBytes } from '../core/units.js';
 import { createSimulatedCvmMemory } from '../conversion/cvm.js';
+import type { ConversionResult } from '../conversion/orchestrator.js';
 import { apiRequest } from '../conversion/request.js';
 import type { DmaCheckReport } from '../iommu/dma-checker.js';
 import type { DmaMapper } from '../iommu/dma-mapper.js';
@@ -113,17 +114,15 @@ export async function runDmaScenario(options: DmaScenarioOptions): Promise<DmaSc
   const start = performance.now();
   for (const r of options.requests) {
     const request = apiRequest(r.offset, r.size, r.to);
-    if (each) checker.begin(r.to === 'private' ? { iova: r.offset, size: r.size } : undefined);
+    const convert = (): Promise<ConversionResult> => cvm.orchestrator.convert(request);
     try {
-      const result = await cvm.orchestrator.convert(request);
+      const result = await (each ? checker.around(request, convert) : convert());
       mid += result.discardFailures.length;
     } catch (error) {
       if (error instanceof ConversionError && error.reason === 'listener-veto') vetoed++;
       else if (error instanceof InconsistentStateError) mid++;
       else if (error instanceof ConversionError) other++;
       else throw error;
-    } finally {
-      if (each) checker.end();
     }
     if (maxExcess !== undefined) maxExcess = Math.max(maxExcess, mapper.mappingCount - runs());
   }

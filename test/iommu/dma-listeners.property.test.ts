@@ -24,6 +24,7 @@ import { propertyParameters } from '../support/property.js';
 import { ConversionError } from '../../src/core/errors.js';
 import { MiB } from '../../src/core/units.js';
 import { createSimulatedCvmMemory } from '../../src/conversion/cvm.js';
+import type { RamBlock } from '../../src/conversion/guest-memory.js';
 import { SimulatedPrivateMemory } from '../../src/conversion/private-memory.js';
 import { DMA_STRATEGIES, type DmaStrategy } from '../../src/iommu/dma-mapping-listener.js';
 import { IommufdModel } from '../../src/iommu/iommufd-model.js';
@@ -61,7 +62,7 @@ function commands(granule: number): fc.Arbitrary<Convert[]> {
 }
 
 /** Maximal shared runs of every block. */
-function sharedRuns(blocks: readonly { readonly manager: { replayPopulated(s: unknown, fn: () => void): unknown }; readonly region: { section(): unknown } }[]): number {
+function sharedRuns(blocks: readonly RamBlock[]): number {
   let n = 0;
   for (const b of blocks) b.manager.replayPopulated(b.region.section(), () => { n++; });
   return n;
